@@ -1,0 +1,104 @@
+# Score Matching for Energy-Based Models: every set-up step lives here (README.md explains).
+#   make book    create/refresh .venv, install everything, build the HTML (every chapter executed)
+#   make test    create/refresh .venv, install everything, unit tests + every chapter under nbval
+#   make rerun CHAPTER=chapters/09_deen.md PARAMS="-p device cuda -p n_steps 20000"
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON      ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+# The CPU build of PyTorch that this machine keeps on disk; elsewhere pip downloads it.
+# Override for a GPU machine, e.g. make test TORCH_SPEC="torch==2.13.0 --index-url ..."
+TORCH_SPEC  ?= torch==2.13.0
+MATHJAX_VER ?= 3.2.2
+JOBS        ?= 2
+BOOK_EXECUTE ?= cache
+PYTEST_ARGS ?=
+CHAPTERS    := $(sort $(wildcard chapters/*.md))
+MATHJAX     := book/_static/mathjax/tex-chtml.js
+STAMP       := $(VENV)/.installed
+
+export OMP_NUM_THREADS ?= 1
+export MPLBACKEND ?= Agg
+export PYDEVD_DISABLE_FILE_VALIDATION = 1
+
+.PHONY: help venv book test unit chapters rerun browser-deps test-browser bench clean distclean
+
+help:
+	@sed -n '2,5p' Makefile
+
+## --- environment --------------------------------------------------------------------------
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e ".[book,test]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3" >/dev/null
+	@touch $@
+
+venv: $(STAMP)
+
+# MathJax from the npm registry, served by the book itself: the HTML reads offline.
+$(MATHJAX):
+	@command -v npm >/dev/null || { echo "error: npm is needed to fetch MathJax (install Node.js)"; exit 1; }
+	rm -rf _build/npm && mkdir -p _build/npm book/_static
+	cd _build/npm && npm pack --silent mathjax@$(MATHJAX_VER) >/dev/null
+	tar -xzf _build/npm/mathjax-$(MATHJAX_VER).tgz -C _build/npm
+	rm -rf book/_static/mathjax && cp -r _build/npm/package/es5 book/_static/mathjax
+	@test -f $@
+
+## --- book ---------------------------------------------------------------------------------
+# The execution cache is keyed by each notebook's code only; it is dropped whenever smlib,
+# the recorded results or the installed packages change, so no page shows a stale result.
+book: $(STAMP) $(MATHJAX)
+	@mkdir -p _build
+	@key=$$( (find smlib results -type f \( -name '*.py' -o -name '*.json' \) -print0 | sort -z | xargs -0 sha256sum; \
+	          $(PY) -m pip freeze) | sha256sum | cut -c1-16); \
+	 if [ "$$(cat _build/.cache-key 2>/dev/null)" != "$$key" ]; then \
+	   rm -rf _build/.jupyter_cache _build/html _build/.doctrees _build/jupyter_execute; echo "$$key" > _build/.cache-key; fi
+	$(PY) -c "import yaml,sys; c=yaml.safe_load(open('_config.yml')); c['execute']['execute_notebooks']='$(BOOK_EXECUTE)'; yaml.safe_dump(c, open('_build/_config.yml','w'))"
+	$(VENV)/bin/jb build . --config _build/_config.yml -W -n --keep-going
+	@$(PY) -c "import json,pathlib; p=pathlib.Path('_build/html/reports'); print('execution reports:', sorted(x.name for x in p.glob('*'))) if p.exists() else None"
+	@echo "book: _build/html/index.html"
+
+## --- tests --------------------------------------------------------------------------------
+# One pytest run: unit tests and every chapter (nbval executes each code cell; an assert that
+# fails fails the run). A run that collects nothing exits 5 and so fails too.
+test: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax --nbval-current-env \
+	    --nbval-cell-timeout=900 tests $(CHAPTERS) $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) --dist loadfile tests $(PYTEST_ARGS)
+
+chapters: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax --nbval-current-env \
+	    --nbval-cell-timeout=900 $(CHAPTERS) $(PYTEST_ARGS)
+
+## --- reruns at other parameters (papermill) -------------------------------------------------
+rerun: $(STAMP)
+	@test -n "$(CHAPTER)" || { echo 'usage: make rerun CHAPTER=chapters/NN_name.md PARAMS="-p name value ..."'; exit 2; }
+	SMLIB_RERUN_COMMAND='make rerun CHAPTER=$(CHAPTER) PARAMS="$(PARAMS)"' \
+	    $(PY) -m smlib.rerun $(CHAPTER) $(PARAMS)
+
+## --- the built HTML in a real browser -------------------------------------------------------
+browser-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	   if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	   else echo "error: install Debian's chromium and chromium-driver (sudo apt-get install chromium chromium-driver)"; exit 1; fi; fi
+
+test-browser: $(STAMP) browser-deps
+	@test -f _build/html/index.html || { echo "error: build the book first (make book)"; exit 1; }
+	SMLIB_REQUIRE_BROWSER=1 $(PY) -m pytest -m browser tests/test_browser.py $(PYTEST_ARGS)
+
+## --- benchmarks -------------------------------------------------------------------------------
+bench: $(STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf _build
+
+distclean: clean
+	rm -rf $(VENV) book/_static/mathjax

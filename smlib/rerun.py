@@ -1,0 +1,112 @@
+"""Rerun a chapter with overridden parameters: ``python -m smlib.rerun CHAPTER.md -p NAME VALUE ...``.
+
+Papermill reads notebooks, not MyST markdown, so the chapter is converted with jupytext first.
+Every ``-p NAME`` must be a variable assigned in the chapter's cell tagged ``parameters``:
+an unknown name is an error, never silently ignored (papermill itself only warns).
+The executed notebook lands in ``_build/reruns/<chapter>.ipynb`` unless ``-o`` says otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+__all__ = ["chapter_parameters", "rerun", "main"]
+
+
+def _load(chapter: str | os.PathLike):
+    import jupytext
+
+    path = Path(chapter)
+    if not path.exists():
+        raise FileNotFoundError(f"no chapter at {path}")
+    return jupytext.read(path)
+
+
+def chapter_parameters(chapter: str | os.PathLike) -> dict:
+    """Names and default values (as source text) of the chapter's ``parameters`` cell."""
+    from papermill.inspection import _infer_parameters
+
+    nb = _load(chapter)
+    for cell in nb.cells:  # papermill expects every cell to carry a tags list
+        cell.metadata.setdefault("tags", [])
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.tags]
+    if len(tagged) > 1:
+        raise ValueError(f"{chapter} has {len(tagged)} cells tagged 'parameters'; it must have one")
+    if not tagged:
+        return {}
+    return {p.name: p.default for p in _infer_parameters(nb)}
+
+
+def rerun(chapter: str | os.PathLike, parameters: dict | None = None, output: str | os.PathLike | None = None,
+          *, kernel: str = "python3", timeout: int | None = None, progress: bool = True) -> Path:
+    """Execute ``chapter`` (MyST .md) with ``parameters`` injected by papermill; return the output path."""
+    import jupytext
+    import papermill as pm
+
+    parameters = dict(parameters or {})
+    known = chapter_parameters(chapter)
+    unknown = sorted(set(parameters) - set(known))
+    if unknown:
+        where = f"its parameters cell defines: {', '.join(sorted(known))}" if known else "it has no parameters cell"
+        raise ValueError(f"unknown parameter(s) {unknown} for {chapter}; {where}")
+    output = Path(output or Path("_build/reruns") / (Path(chapter).stem + ".ipynb"))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    source = output.with_suffix(".source.ipynb")
+    jupytext.write(_load(chapter), source)
+    os.environ.setdefault("SMLIB_RERUN_COMMAND", "python -m smlib.rerun " + " ".join(
+        [str(chapter)] + [f"-p {k} {shlex.quote(repr(v) if isinstance(v, str) else str(v))}"
+                          for k, v in parameters.items()]))
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(source), str(output), parameters=parameters, kernel_name=kernel,
+                            cwd=str(Path(chapter).resolve().parent), progress_bar=progress,
+                            execution_timeout=timeout)
+    finally:
+        source.unlink(missing_ok=True)
+    print(f"{chapter}: executed in {time.perf_counter() - start:.1f} s -> {output}")
+    return output
+
+
+def _value(text: str):
+    """Type a command-line value like papermill's ``-p``: numbers, booleans, None, lists; else a string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m smlib.rerun", description=__doc__.splitlines()[0])
+    parser.add_argument("chapter", help="path of a chapter, e.g. chapters/09_deen.md")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="override a parameter (value typed: 3, 0.1, true, null, [1, 2], else a string)")
+    parser.add_argument("-r", "--raw", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="override a parameter with a raw string value")
+    parser.add_argument("-o", "--output", help="executed notebook path (default _build/reruns/<chapter>.ipynb)")
+    parser.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    parser.add_argument("--list", action="store_true", help="print the chapter's parameters and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, default in chapter_parameters(args.chapter).items():
+            print(f"{name} = {default}")
+        return 0
+    params = {name: _value(v) for name, v in args.parameter}
+    params.update({name: v for name, v in args.raw})
+    os.environ.setdefault("SMLIB_RERUN_COMMAND", "python -m smlib.rerun " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
+    try:
+        rerun(args.chapter, params, args.output, timeout=args.timeout)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

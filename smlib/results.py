@@ -1,0 +1,115 @@
+"""Recorded results: JSON + PNG under ``results/`` with provenance.
+
+A paper-scale rerun (a papermill run on a GPU, see ``smlib.rerun``) calls :func:`save` at its end;
+the chapter's live CPU run calls :func:`load` to show the recorded numbers beside its own, labelled
+as recorded. Provenance answers *who made this, how, where, when and how long it took*.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["results_dir", "provenance", "save", "load", "atomic_write_bytes"]
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def results_dir() -> Path:
+    """Folder of recorded results: ``$SMLIB_RESULTS_DIR`` or ``results/`` at the repository root."""
+    return Path(os.environ.get("SMLIB_RESULTS_DIR", _REPO / "results"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so that readers see the old file or the whole new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _device_name(device: str | None) -> str:
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(torch.device(device))} (CUDA {torch.version.cuda})"
+    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def provenance(*, wall_time_s: float | None = None, device: str | None = None,
+               command: str | None = None, parameters: dict | None = None) -> dict:
+    """Who/what/where/when of a run: command, commit, device, date, wall time, versions.
+
+    ``command`` defaults to ``$SMLIB_RERUN_COMMAND`` (set by ``python -m smlib.rerun``), else argv.
+    """
+    import torch
+
+    import smlib
+
+    commit = _git("rev-parse", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "command": command or os.environ.get("SMLIB_RERUN_COMMAND") or " ".join(sys.argv),
+        "commit": commit,
+        "commit_dirty": bool(dirty) if dirty is not None else None,
+        "device": _device_name(device),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 2),
+        "parameters": parameters or {},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "smlib": smlib.__version__},
+    }
+
+
+def save(name: str, data: dict, *, provenance: dict, figures: dict | None = None) -> Path:
+    """Record ``data`` (JSON-serialisable) and ``figures`` (name -> matplotlib Figure) as ``results/<name>/``.
+
+    Returns the folder. ``provenance`` comes from :func:`provenance` and is required: a result
+    without its command, commit, device and date is not a recorded result.
+    """
+    missing = {"command", "commit", "device", "date", "wall_time_s"} - set(provenance)
+    if missing:
+        raise ValueError(f"provenance lacks {sorted(missing)}; build it with smlib.results.provenance()")
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"result name must be a plain folder name, got {name!r}")
+    folder = results_dir() / name
+    doc = {"provenance": provenance, "data": data}
+    atomic_write_bytes(folder / "results.json", json.dumps(doc, indent=1, sort_keys=True).encode())
+    for fig_name, fig in (figures or {}).items():
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+        atomic_write_bytes(folder / f"{fig_name}.png", buf.getvalue())
+    return folder
+
+
+def load(name: str) -> dict | None:
+    """The recorded ``{"provenance": ..., "data": ...}`` of ``results/<name>/``, or None if not recorded."""
+    path = results_dir() / name / "results.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())

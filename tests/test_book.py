@@ -1,0 +1,53 @@
+"""The book's structure: every chapter is in the table of contents and is a well-formed MyST notebook."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jupytext
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = sorted((ROOT / "chapters").glob("*.md"))
+
+
+def _toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc["parts"]:
+        files += [c["file"] for c in part["chapters"]]
+    return files
+
+
+def test_toc_lists_exactly_the_chapters():
+    listed = {f for f in _toc_files() if f.startswith("chapters/")}
+    present = {f"chapters/{p.stem}" for p in CHAPTERS}
+    assert listed == present, f"toc only: {listed - present}; files only: {present - listed}"
+    for f in _toc_files():
+        assert (ROOT / f"{f}.md").exists(), f"_toc.yml names {f} but {f}.md does not exist"
+
+
+def test_no_notebooks_committed_in_chapters():
+    assert not list((ROOT / "chapters").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_is_a_myst_notebook(path):
+    text = path.read_text()
+    assert text.startswith("---\njupytext:"), "missing jupytext header"
+    assert re.search(r"^\(ch-[a-z0-9-]+\)=\n# ", text, re.M), "missing (ch-...)= label above the title"
+    nb = jupytext.read(path)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code, "no code cells"
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) <= 1, "more than one cell tagged parameters"
+    assert "{bibliography}" not in text, "only book/bibliography.md holds the bibliography"
+
+
+def test_config_serves_mathjax_locally():
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    path = cfg["sphinx"]["config"]["mathjax_path"]
+    assert not path.startswith(("http:", "https:", "//")), "MathJax must be served locally"
+    assert cfg["execute"]["allow_errors"] is False
+    assert "timeout" in cfg["execute"]
