@@ -21,7 +21,6 @@ MATHJAX     := book/_static/mathjax/tex-chtml.js
 STAMP       := $(VENV)/.installed
 
 export OMP_NUM_THREADS ?= 1
-export MPLBACKEND ?= Agg
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
 .PHONY: help venv book test unit chapters rerun browser-deps test-browser bench clean distclean
