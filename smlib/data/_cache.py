@@ -1,0 +1,141 @@
+"""Cache folder, checksums, atomic writes and downloads shared by the dataset loaders.
+
+Every file that a loader keeps on disk is written *atomically*: the bytes go to a uniquely named
+temporary file in the destination folder, are flushed and ``fsync``-ed, their checksum is
+verified, and only then is the file moved into place with :func:`os.replace` (atomic on POSIX and
+Windows). A reader therefore sees either no file or a complete, verified one; an interrupted run
+leaves no half-written cache entry (the temporary file is removed on every error path).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Iterable, Iterator
+
+__all__ = ["data_dir", "file_hash", "atomic_write", "verified", "download", "DataSourceError"]
+
+_CHUNK = 1 << 20
+
+
+class DataSourceError(RuntimeError):
+    """A dataset could not be found in the cache nor fetched from any of its sources."""
+
+
+def data_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Folder where smlib caches datasets.
+
+    Parameters
+    ----------
+    cache_dir : str or path-like, optional
+        Explicit folder. When ``None``: ``$SMLIB_DATA_DIR`` if set, else
+        ``$XDG_CACHE_HOME/smlib``, else ``~/.cache/smlib``.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder (not created here; loaders create it when they first write).
+    """
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("SMLIB_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "smlib"
+
+
+def _hasher(algorithm: str):
+    if algorithm == "md5":
+        return hashlib.md5(usedforsecurity=False)
+    return hashlib.new(algorithm)
+
+
+def file_hash(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB chunks (``algorithm``: ``"sha256"`` or ``"md5"``)."""
+    h = _hasher(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write(
+    path: str | os.PathLike,
+    chunks: bytes | Iterable[bytes],
+    *,
+    expected: str | None = None,
+    algorithm: str = "sha256",
+    what: str | None = None,
+) -> Path:
+    """Write bytes to ``path`` atomically, verifying their checksum before the file appears.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination. Its folder is created if needed.
+    chunks : bytes or iterable of bytes
+        The content (an iterable is streamed, so large downloads never sit in memory at once).
+    expected : str, optional
+        Expected hex digest. On mismatch a :class:`ValueError` is raised and nothing is left
+        on disk. ``None`` skips the check.
+    algorithm : {"sha256", "md5"}
+        Hash used for ``expected``.
+    what : str, optional
+        Name used in the error message (default: the file name).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(chunks, (bytes, bytearray, memoryview)):
+        chunks = (bytes(chunks),)
+    h = _hasher(algorithm)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                h.update(chunk)
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        if expected is not None and h.hexdigest() != expected.lower():
+            raise ValueError(
+                f"checksum mismatch for {what or path.name}: {algorithm} is {h.hexdigest()}, "
+                f"expected {expected.lower()} (the file is corrupt or not the published one; "
+                "nothing was written)"
+            )
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def verified(path: Path, expected: str | None, algorithm: str = "sha256") -> bool:
+    """True when ``path`` exists and (if ``expected`` is given) has that digest."""
+    if not path.is_file():
+        return False
+    return expected is None or file_hash(path, algorithm) == expected.lower()
+
+
+def download(url: str, timeout: float = 30.0) -> Iterator[bytes]:
+    """Open ``url`` and return an iterator over its body in 1 MiB chunks.
+
+    Raises whatever :func:`urllib.request.urlopen` raises (``URLError``, ``OSError``,
+    ``TimeoutError``) when the host is unreachable; callers collect those into one message.
+    """
+    request = urllib.request.Request(url, headers={"User-Agent": "smlib (python urllib)"})
+    response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (https/http only)
+
+    def body() -> Iterator[bytes]:
+        with response:
+            yield from iter(lambda: response.read(_CHUNK), b"")
+
+    return body()
