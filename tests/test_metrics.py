@@ -1,0 +1,185 @@
+"""Tests of smlib.metrics against closed forms (float64)."""
+import math
+
+import pytest
+import torch
+
+from smlib import metrics
+from smlib.models import GRBM, MLPEnergy, ScoreMLP
+
+DT = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(DT)
+    yield
+    torch.set_default_dtype(old)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+class Gaussian(torch.nn.Module):
+    """E(x) = ½ (x − μ)ᵀ Λ (x − μ) + const: the Gaussian N(μ, Λ⁻¹) (unnormalised by `const`)."""
+
+    def __init__(self, mu, cov, const=0.0):
+        super().__init__()
+        self.mu = torch.nn.Parameter(torch.as_tensor(mu, dtype=DT))
+        self.register_buffer("prec", torch.linalg.inv(torch.as_tensor(cov, dtype=DT)))
+        self.cov = torch.as_tensor(cov, dtype=DT)
+        self.const = const
+        self.dim = self.mu.numel()
+
+    def energy(self, x):
+        z = x - self.mu
+        return 0.5 * ((z @ self.prec) * z).sum(1) + self.const
+
+    def score(self, x):
+        return -(x - self.mu) @ self.prec
+
+    def reconstruct(self, x):
+        return x + self.score(x)  # one gradient step of size 1 on E
+
+    def log_prob(self, x):
+        return torch.distributions.MultivariateNormal(self.mu.detach(), self.cov).log_prob(x)
+
+
+COV = [[1.0, 0.4], [0.4, 0.5]]
+
+
+def test_free_energy_gap_sign_and_value():
+    # For E = ½‖x‖² and x = 0: F(σε) − F(0) = ½σ²‖ε‖², so the gap is ½σ² mean‖ε‖² > 0.
+    model = Gaussian([0.0, 0.0], torch.eye(2))
+    x = torch.zeros(5, 2)
+    eps = torch.randn(5, 2, generator=gen())
+    gap = metrics.free_energy_gap(model, x, 0.3, noise=eps)
+    assert torch.allclose(gap, 0.5 * 0.09 * (eps**2).sum(1).mean())
+    assert gap > 0 and not gap.requires_grad
+    assert f"{gap:.3f}"  # formats like a float
+    with pytest.raises(ValueError, match="noise_std"):
+        metrics.free_energy_gap(model, x, 0.0)
+
+
+def test_tweedie_on_gaussian_prior_is_the_posterior_mean():
+    # x ~ N(μ, τ²I), ξ = x + σε ⇒ p_σ = N(μ, (τ² + σ²)I) and E[x|ξ] = (τ²ξ + σ²μ)/(τ² + σ²).
+    tau2, sigma = 0.7, 0.5
+    mu = torch.tensor([1.0, -2.0])
+    noisy_prior = Gaussian(mu, (tau2 + sigma**2) * torch.eye(2))
+    xi = torch.randn(20, 2, generator=gen(1)) * 2
+    x_hat = metrics.denoise_tweedie(noisy_prior, xi, sigma)
+    assert torch.allclose(x_hat, (tau2 * xi + sigma**2 * mu) / (tau2 + sigma**2), atol=1e-12)
+    # a score function works too, and so does an energy network's autograd score
+    assert torch.allclose(metrics.denoise_tweedie(noisy_prior.score, xi, sigma), x_hat)
+    net = MLPEnergy(2, hidden=(8,)).double()
+    assert torch.allclose(metrics.denoise_tweedie(net, xi, 0.3), xi + 0.09 * net.score(xi).detach())
+
+
+@pytest.mark.parametrize("method,n_steps,lr", [("lbfgs", 50, 1.0), ("gd", 400, 0.1)])
+def test_map_denoising_of_gaussian_prior(method, n_steps, lr):
+    # argmin_v ½(v−μ)ᵀΛ(v−μ) + λ/2‖v − ξ‖² = (Λ + λI)⁻¹(Λμ + λξ)
+    model = Gaussian([0.5, -0.5], COV)
+    lam = 2.0
+    xi = torch.randn(10, 2, generator=gen(2))
+    expected = torch.linalg.solve(model.prec + lam * torch.eye(2), (model.prec @ model.mu.detach() + lam * xi).T).T
+    v = metrics.denoise_map(model, xi, lam, n_steps=n_steps, lr=lr, method=method)
+    assert torch.allclose(v, expected, atol=1e-6)
+
+
+def test_mean_field_denoising_uses_reconstruct():
+    grbm = GRBM(3, 4).double()
+    x = torch.randn(6, 3, generator=gen(3))
+    assert torch.allclose(metrics.denoise_mean_field(grbm, x), grbm.reconstruct(x).detach())
+    with pytest.raises(TypeError, match="reconstruct"):
+        metrics.denoise_mean_field(MLPEnergy(3, hidden=(4,)).double(), x)
+
+
+def test_mse_conventions():
+    x, y = torch.zeros(4, 3), torch.ones(4, 3)
+    assert metrics.mse(x, y) == 1.0 and metrics.mse(x, y, per="sample") == 3.0
+
+
+def test_curl_of_gradient_field_is_zero_and_of_rotation_is_two_omega():
+    net = MLPEnergy(2, hidden=(16, 16)).double()
+    pts = torch.randn(50, 2, generator=gen(4))
+    assert metrics.curl_2d(net, pts).abs().max() < 1e-12
+    omega = 0.7
+    A = torch.tensor([[-1.0, -omega], [omega, -0.3]])  # ψ = A x: ∂ψ₂/∂x₁ − ∂ψ₁/∂x₂ = ω − (−ω)
+    curl = metrics.curl_2d(lambda x: x @ A.T, ((-2, 2, -1, 1), 7))
+    assert curl.shape == (7, 7) and torch.allclose(curl, torch.full((7, 7), 2 * omega))
+    # a ScoreMLP is not constrained to be conservative
+    assert metrics.curl_2d(ScoreMLP(2, hidden=(16,)).double(), pts).abs().max() > 1e-3
+
+
+def test_jacobian_and_asymmetry():
+    A = torch.tensor([[1.0, 2.0, 0.0], [0.0, 1.0, -1.0], [3.0, 0.0, 2.0]])
+    x = torch.randn(5, 3, generator=gen(5))
+    J = metrics.jacobian(lambda z: torch.tanh(z) @ A.T, x)
+    expected = A[None] * (1 - torch.tanh(x) ** 2)[:, None, :]
+    assert torch.allclose(J, expected)
+    lin = lambda z: z @ A.T  # noqa: E731
+    asym = metrics.jacobian_asymmetry(lin, x)
+    assert torch.allclose(asym, torch.full((5,), float(torch.linalg.norm(A - A.T) / torch.linalg.norm(A))))
+    net = MLPEnergy(3, hidden=(8,)).double()
+    assert metrics.jacobian_asymmetry(net, x).max() < 1e-12
+
+
+def test_fisher_divergence_zero_at_truth_and_known_offset():
+    model = Gaussian([0.0, 0.0], COV)
+    x = torch.randn(30, 2, generator=gen(6))
+    assert metrics.fisher_divergence(model, x, model.score) == 0.0
+    shift = torch.tensor([0.3, -0.4])  # ψ_true = ψ_model + shift ⇒ ½‖shift‖² = 0.125
+    assert torch.allclose(metrics.fisher_divergence(model, x, lambda z: model.score(z) + shift), torch.tensor(0.125))
+
+
+def test_log_likelihood_grid_matches_analytic_gaussian():
+    model = Gaussian([0.5, -0.3], COV, const=3.7)  # unnormalised: log Z = 3.7·(−1) + log(2π|Σ|^{½})
+    x = torch.randn(25, 2, generator=gen(7)) * 0.5
+    out = metrics.log_likelihood_grid_2d(model, x, bounds=(-6, 7, -6, 6), n_grid=301)
+    assert torch.allclose(out["log_prob"], model.log_prob(x), atol=1e-8)
+    log_z = -3.7 + math.log(2 * math.pi) + 0.5 * math.log(torch.linalg.det(model.cov))
+    assert out["log_z"].item() == pytest.approx(log_z, abs=1e-8)
+    assert float(out["density"].sum() * out["cell_area"]) == pytest.approx(1.0, abs=1e-12)
+    assert out["X"].shape == out["density"].shape == (301, 301)
+    # grid orientation: row i ↔ y_i, column j ↔ x_j
+    i, j = 40, 200
+    pt = torch.stack([out["X"][i, j], out["Y"][i, j]])[None]
+    assert torch.allclose(out["log_density"][i, j], model.log_prob(pt)[0], atol=1e-8)
+
+
+def test_kl_grid_matches_closed_form():
+    p = Gaussian([0.0, 0.0], COV)
+    q = Gaussian([0.5, 0.2], torch.eye(2))
+    X, Y, pts = metrics.grid_2d(8.0, 321)
+    kl = metrics.kl_grid_2d(p.log_prob(pts).reshape(X.shape), -q.energy(pts).reshape(X.shape))
+    Sp, Sq, dm = p.cov, q.cov, (q.mu - p.mu).detach()
+    exact = 0.5 * (torch.trace(torch.linalg.solve(Sq, Sp)) + dm @ torch.linalg.solve(Sq, dm) - 2
+                   + torch.logdet(Sq) - torch.logdet(Sp))
+    assert torch.allclose(kl, exact, atol=1e-6)
+    assert metrics.kl_grid_2d(p.log_prob(pts), p.log_prob(pts) + 5.0) < 1e-12
+
+
+def test_grbm_exact_log_likelihood_matches_quadrature():
+    torch.manual_seed(0)
+    grbm = GRBM(2, 3).double()
+    with torch.no_grad():
+        grbm.W.mul_(4.0)
+    x = torch.randn(10, 2, generator=gen(8))
+    exact = metrics.grbm_exact_log_likelihood(grbm, x)
+    grid = metrics.log_likelihood_grid_2d(grbm, x, bounds=9.0, n_grid=401)
+    assert torch.allclose(exact, grid["log_prob"], atol=1e-7)
+    with pytest.raises(TypeError, match="log_partition"):
+        metrics.grbm_exact_log_likelihood(MLPEnergy(2, hidden=(4,)).double(), x)
+
+
+def test_linear_probe_separates_separable_toy():
+    g = gen(9)
+    centres = torch.tensor([[0.0, 0.0, 5.0], [5.0, 0.0, 0.0], [0.0, 5.0, 0.0]])
+    labels = torch.arange(3).repeat_interleave(40)
+    feats = centres[labels] + 0.3 * torch.randn(120, 3, generator=g)
+    acc = metrics.linear_probe_accuracy(feats[::2], labels[::2], feats[1::2], labels[1::2], C=1.0)
+    assert acc == 1.0
+    noise = torch.randn(120, 3, generator=g)  # features carrying no label information
+    assert metrics.linear_probe_accuracy(noise[::2], labels[::2], noise[1::2], labels[1::2]) < 0.75
