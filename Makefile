@@ -58,7 +58,7 @@ book: $(STAMP) $(MATHJAX)
 	 if [ "$$(cat _build/.cache-key 2>/dev/null)" != "$$key" ]; then \
 	   rm -rf _build/.jupyter_cache _build/html _build/.doctrees _build/jupyter_execute; echo "$$key" > _build/.cache-key; fi
 	$(PY) -c "import yaml,sys; c=yaml.safe_load(open('_config.yml')); c['execute']['execute_notebooks']='$(BOOK_EXECUTE)'; yaml.safe_dump(c, open('_build/_config.yml','w'))"
-	$(VENV)/bin/jb build . --config _build/_config.yml -W -n --keep-going
+	BOOK_JOBS=$(JOBS) $(PY) book/build.py . --config _build/_config.yml -W -n --keep-going
 	@$(PY) -c "import json,pathlib; p=pathlib.Path('_build/html/reports'); print('execution reports:', sorted(x.name for x in p.glob('*'))) if p.exists() else None"
 	@echo "book: _build/html/index.html"
 
