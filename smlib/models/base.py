@@ -1,0 +1,231 @@
+"""Base classes shared by every model: energies, direct score models, latent Gaussian EBMs.
+
+Conventions (the book's conventions table; pinned by ``tests/test_models.py``):
+
+* density ``p(x) = exp(-E(x)) / Z``; for latent models ``energy(x)`` is the free energy
+  ``F(x) = -log ∫ exp(-E(x, h)) dh`` (sum over discrete ``h``);
+* score ``ψ(x) = ∇ₓ log p(x) = -∇ₓ E(x)``, shape (B, d);
+* every batch is a (B, d) floating tensor; energies are returned per sample, shape (B,).
+
+Optional closed-form derivatives that `smlib.objectives` uses when a model provides them:
+
+* ``score_divergence(x)``      -> (B,)  ∇·ψ = Σᵢ ∂ψᵢ/∂xᵢ  (= -ΔE)
+* ``score_jacobian_diagonal(x)`` -> (B, d) ∂ψᵢ/∂xᵢ      (= -∂²E/∂xᵢ²)
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["EnergyModel", "ScoreModel", "LatentGaussianModel", "rho_bernoulli"]
+
+
+def _check_input(model, x: torch.Tensor, name: str = "x") -> None:
+    """Cheap shape/dtype check (no host sync, so it is safe inside samplers and torch.func)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating torch.Tensor of shape (batch, {model.dim})")
+    if x.ndim != 2 or x.shape[-1] != model.dim:
+        raise ValueError(
+            f"{name} must have shape (batch, {model.dim}) for {type(model).__name__}, got {tuple(x.shape)}"
+        )
+
+
+def rho_bernoulli(p: torch.Tensor) -> torch.Tensor:
+    """Variance of a Bernoulli(p) unit, ρ(p) = p(1 − p) (Swersky et al. 2011, eq. 12)."""
+    return p * (1.0 - p)
+
+
+class EnergyModel(nn.Module):
+    """An energy-based model ``p(x) = exp(-E(x)) / Z`` on ℝ^d.
+
+    Subclasses implement :meth:`energy` (shape (B,)) and set ``self.dim``. ``forward`` is the
+    energy. :meth:`score` defaults to automatic differentiation,
+
+        ψ(x) = -∇ₓ E(x),
+
+    computed with ``create_graph=True`` whenever gradients are enabled, so that any loss built
+    from the score is differentiable in the parameters θ (the score-matching losses need
+    ∂ψ/∂θ). Under ``torch.no_grad()`` (samplers) the score is returned detached and no
+    second-order graph is built. Subclasses override it with closed forms where cheap.
+    """
+
+    has_energy = True
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = int(dim)
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """Energy (free energy for latent models) per sample, shape (B,)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`energy`."""
+        return self.energy(x)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Score ψ(x) = −∇ₓE(x) by autograd, shape (B, d) (differentiable in θ and x)."""
+        _check_input(self, x)
+        build_graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            x_ = x if x.requires_grad else x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.energy(x_).sum(), x_, create_graph=build_graph)
+        return -grad if build_graph else -grad.detach()
+
+
+class ScoreModel(nn.Module):
+    """A model of the score ψ(x) ≈ ∇ₓ log p(x) with no energy (e.g. `ScoreMLP`).
+
+    ``forward`` is the score. ``energy`` raises ``TypeError``: a generic vector field is not
+    the gradient of a scalar (check its curl / Jacobian asymmetry with `smlib.metrics`).
+    """
+
+    has_energy = False
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = int(dim)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`score`."""
+        return self.score(x)
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        raise TypeError(
+            f"{type(self).__name__} models the score ψ(x) directly and has no energy function: "
+            "a general vector field is not the gradient of a scalar. Use an energy model "
+            "(e.g. smlib.models.MLPEnergy) when you need E(x) or free energies."
+        )
+
+
+class LatentGaussianModel(EnergyModel):
+    """Latent EBM whose conditional p(v|h) is Gaussian (Swersky et al. 2011, Corollary 1).
+
+    Subclasses implement ``_theorem1_moments(v)`` returning three (B, d) tensors,
+
+        g = E_{h|v}[∂E(v,h)/∂vᵢ],  s² = Var_{h|v}[∂E(v,h)/∂vᵢ],  c = E_{h|v}[∂²E(v,h)/∂vᵢ²],
+
+    from which Theorem 1 of Swersky et al. (2011) gives everything in closed form:
+
+        ψᵢ = −gᵢ,    ∂ψᵢ/∂vᵢ = s²ᵢ − cᵢ,
+        J_SM = mean_B Σᵢ [ ½ gᵢ² + s²ᵢ − cᵢ ]  (reconstruction + variance + curvature).
+
+    The identity ∂ψᵢ/∂vᵢ = Var − E[∂²E] is proved in the paper's supplement: differentiate
+    ψᵢ = −E_{h|v}[∂E/∂vᵢ] under the integral and use ∂p(h|v)/∂vᵢ = p(h|v)(gᵢ − ∂E/∂vᵢ).
+    """
+
+    def energy(self, v: torch.Tensor) -> torch.Tensor:
+        """Free energy F(v) = −log Σ_h ∫ exp(−E(v, h)) dh, shape (B,)."""
+        return self.free_energy(v)
+
+    def free_energy(self, v: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _theorem1_moments(self, v):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def score_jacobian_diagonal(self, v: torch.Tensor) -> torch.Tensor:
+        """∂ψᵢ/∂vᵢ = Var_{h|v}[∂E/∂vᵢ] − E_{h|v}[∂²E/∂vᵢ²] (Theorem 1), shape (B, d)."""
+        _, var, curv = self._theorem1_moments(v)
+        return var - curv
+
+    def score_divergence(self, v: torch.Tensor) -> torch.Tensor:
+        """∇·ψ = Σᵢ ∂ψᵢ/∂vᵢ = −ΔF(v) in closed form, shape (B,)."""
+        return self.score_jacobian_diagonal(v).sum(-1)
+
+    def sm_terms(self, v: torch.Tensor, reduction: str = "mean") -> dict:
+        """Closed-form score-matching objective split into its Theorem-1 terms.
+
+        Swersky et al. (2011), Theorem 1:
+
+            reconstruction = ½ Σᵢ (E_{h|v}[∂E/∂vᵢ])²
+            variance       = Σᵢ Var_{h|v}[∂E/∂vᵢ]
+            curvature      = −Σᵢ E_{h|v}[∂²E/∂vᵢ²]          (signed, so that)
+            total          = reconstruction + variance + curvature = Σᵢ ½ψᵢ² + ∂ψᵢ/∂vᵢ.
+
+        Parameters
+        ----------
+        v : torch.Tensor, shape (B, d)
+        reduction : {"mean", "none"}
+            "mean" (default) averages over the batch (scalars, the canonical J_SM scaling);
+            "none" returns per-sample values of shape (B,).
+
+        Returns
+        -------
+        dict with keys ``reconstruction``, ``variance``, ``curvature``, ``total``.
+        """
+        if reduction not in ("mean", "none"):
+            raise ValueError(f"unknown reduction {reduction!r}; choose one of 'mean', 'none'")
+        g, var, curv = self._theorem1_moments(v)
+        terms = {
+            "reconstruction": 0.5 * (g * g).sum(-1),
+            "variance": var.sum(-1),
+            "curvature": -curv.sum(-1),
+        }
+        terms["total"] = terms["reconstruction"] + terms["variance"] + terms["curvature"]
+        if reduction == "mean":
+            terms = {k: t.mean() for k, t in terms.items()}
+        return terms
+
+
+def sample_gated_gaussian(C, s, mean_input, generator=None):
+    """Sample v ~ N(Ω⁻¹ m, Ω⁻¹) with precision Ω = I + C diag(s) Cᵀ, batched.
+
+    Used by mcRBM (s = −P h^c ≥ 0) and mPoT (s = h^c ≥ 0): for both, p(v|h) is Gaussian
+    with this precision and m = b^v + W h^m (Ranzato & Hinton 2010; Ranzato et al. 2010).
+
+    Parameters
+    ----------
+    C : (d, F) tensor;  s : (B, F) non-negative tensor;  mean_input : (B, d) tensor m.
+    """
+    B, d = mean_input.shape
+    eye = torch.eye(d, dtype=mean_input.dtype, device=mean_input.device)
+    omega = eye + (C * s[:, None, :]) @ C.T  # (B, d, d)
+    L = torch.linalg.cholesky(omega)
+    mu = torch.cholesky_solve(mean_input.unsqueeze(-1), L).squeeze(-1)
+    z = torch.randn(B, d, 1, dtype=mean_input.dtype, device=mean_input.device, generator=generator)
+    # Ω = L Lᵀ  ⇒  L⁻ᵀ z has covariance L⁻ᵀ L⁻¹ = Ω⁻¹
+    return mu + torch.linalg.solve_triangular(L.transpose(-1, -2), z, upper=True).squeeze(-1)
+
+
+def gated_gaussian_mean(C, s, mean_input):
+    """Mean Ω⁻¹ m of the Gaussian p(v|h) with Ω = I + C diag(s) Cᵀ (see `sample_gated_gaussian`)."""
+    d = mean_input.shape[-1]
+    eye = torch.eye(d, dtype=mean_input.dtype, device=mean_input.device)
+    omega = eye + (C * s[:, None, :]) @ C.T
+    return torch.linalg.solve(omega, mean_input.unsqueeze(-1)).squeeze(-1)
+
+
+def sample_gamma(shape: float, rate: torch.Tensor, generator=None) -> torch.Tensor:
+    """Draw Gamma(shape, rate) variates (density ∝ h^{shape−1} e^{−rate·h}) of rate's shape.
+
+    Marsaglia & Tsang (2000) squeeze-rejection, vectorised over all entries (the Python loop
+    runs over rejection rounds, typically 1–3, never over entries), so that a
+    ``torch.Generator`` can make mPoT Gibbs chains reproducible. For shape < 1 it uses
+    Gamma(a) = Gamma(a + 1) · U^{1/a}.
+    """
+    a = float(shape)
+    if not a > 0:
+        raise ValueError(f"gamma shape must be > 0, got {a}")
+    boost = a < 1.0
+    a_eff = a + 1.0 if boost else a
+    d_ = a_eff - 1.0 / 3.0
+    c_ = 1.0 / (9.0 * d_) ** 0.5
+    kw = dict(dtype=rate.dtype, device=rate.device, generator=generator)
+    out = torch.empty(rate.numel(), dtype=rate.dtype, device=rate.device)
+    todo = torch.arange(rate.numel(), device=rate.device)
+    while todo.numel() > 0:
+        z = torch.randn(todo.numel(), **kw)
+        u = torch.rand(todo.numel(), **kw)
+        w = (1.0 + c_ * z) ** 3
+        ok = (w > 0) & (torch.log(u) < 0.5 * z * z + d_ - d_ * w + d_ * torch.log(w.clamp_min(1e-300)))
+        out[todo[ok]] = d_ * w[ok]
+        todo = todo[~ok]
+    out = out.view_as(rate)
+    if boost:
+        u = torch.rand(rate.shape, **kw)
+        out = out * u.pow(1.0 / a)
+    return out / rate
