@@ -15,6 +15,8 @@ per-sample metrics return (B,) tensors, and nothing here builds a graph into θ.
 `log_likelihood_grid_2d`       log p by quadrature of exp(−E) on a 2-D grid
 `kl_grid_2d`                   KL(p‖q) between two densities on the same grid
 `grbm_exact_log_likelihood`    −F(v) − log Z, log Z by enumerating 2^{n_h} hidden states
+`grbm_exact_phases`            positive / negative phase E[∇θE] of the likelihood gradient, exact
+`grbm_exact_gradient`          ∇θ mean log p(v) = negative − positive phase, exact
 `linear_probe_accuracy`        multinomial logistic regression on features (Swersky Table 1)
 =============================  ===============================================================
 """
@@ -41,6 +43,8 @@ __all__ = [
     "log_likelihood_grid_2d",
     "kl_grid_2d",
     "grbm_exact_log_likelihood",
+    "grbm_exact_phases",
+    "grbm_exact_gradient",
     "linear_probe_accuracy",
 ]
 
@@ -432,6 +436,63 @@ def grbm_exact_log_likelihood(model, v):
     check_data(v, "v", _dim(model))
     with torch.no_grad():
         return (-model.energy(v) - model.log_partition()).detach()
+
+
+def grbm_exact_phases(model, v):
+    r"""Exact positive and negative phases of the log-likelihood gradient of a small GRBM.
+
+    With the book's eq-ch1-mle-grad (Hinton 2002; Swersky et al. 2011, §2), for data v₁…v_n,
+
+    .. math:: \nabla_\theta \tfrac1n\textstyle\sum_k \log p(v_k)
+              = \underbrace{\mathbb E_{p_\theta}[\nabla_\theta E]}_{\text{negative}}
+              - \underbrace{\tfrac1n\textstyle\sum_k \mathbb E_{h|v_k}[\nabla_\theta E(v_k, h)]}_{\text{positive}},
+
+    positive = mean_k ∇θF(v_k) (autograd of the free energy) and negative = −∇θ log Z (autograd
+    through ``model.log_partition()``, the enumeration over 2^{n_h} hidden states, n_h ≤ 20).
+    Works for any model with an exact, differentiable ``log_partition`` (e.g. `GaussianEnergy`).
+
+    Parameters
+    ----------
+    model : GRBM (or another model with ``log_partition()``)
+    v : torch.Tensor (B, n_visible)
+
+    Returns
+    -------
+    dict ``{"positive": {name: tensor}, "negative": {name: tensor}}`` over the model's
+    trainable parameters (``model.named_parameters()``, e.g. ``W``, ``b``, ``c``, ``log_sigma``),
+    each tensor detached and of the parameter's shape.
+    """
+    if not hasattr(model, "log_partition"):
+        raise TypeError(f"{type(model).__name__} has no log_partition(); exact phases need a small GRBM")
+    check_data(v, "v", _dim(model))
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+    def grads(scalar):
+        gs = torch.autograd.grad(scalar, list(params.values()), allow_unused=True)
+        return {n: (torch.zeros_like(p) if g is None else g).detach() for (n, p), g in zip(params.items(), gs)}
+
+    with torch.enable_grad():
+        positive = grads(model.energy(v.detach()).mean())
+        negative = grads(-model.log_partition())
+    return {"positive": positive, "negative": negative}
+
+
+def grbm_exact_gradient(model, v):
+    r"""Exact gradient of the mean log-likelihood, ∇θ (1/n) Σₖ log p(vₖ), of a small GRBM.
+
+    .. math:: \nabla_\theta \tfrac1n\textstyle\sum_k \log p(v_k)
+              = -\tfrac1n\textstyle\sum_k \nabla_\theta F(v_k) - \nabla_\theta \log Z
+              = \text{negative} - \text{positive}
+
+    (see :func:`grbm_exact_phases`; log Z by enumeration, Swersky et al. 2011). It is the ascent
+    direction of maximum likelihood, against which CD-k, PCD and FPCD updates are measured.
+
+    Returns
+    -------
+    dict {parameter name: detached tensor of the parameter's shape}
+    """
+    phases = grbm_exact_phases(model, v)
+    return {n: phases["negative"][n] - phases["positive"][n] for n in phases["positive"]}
 
 
 # =============================================================================================

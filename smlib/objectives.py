@@ -19,8 +19,10 @@ Every objective returns a scalar whose θ-gradient is the estimator's update; al
 externally supplied noise / projections so that two implementations can be compared on identical
 inputs. Second derivatives in x are computed without a Python loop over dimensions: a model's
 closed form where it has one (`score_divergence` / `score_jacobian_diagonal`: GRBM, MCRBM,
-MPoT, DAEEnergy, MLPEnergy, ScoreMLP), else a batched double-backward over the identity basis
-(``method="vjp"``, the default) or a vmapped forward-over-reverse product (``method="jvp"``).
+MPoT, DAEEnergy, GaussianEnergy, MLPEnergy, ScoreMLP), else a batched double-backward over the
+identity basis (``method="vjp"``, the default) or a vmapped forward-over-reverse product
+(``method="jvp"``). A score that does not depend on x (a linear energy) has a zero Jacobian on
+every path.
 """
 from __future__ import annotations
 
@@ -61,10 +63,17 @@ def _check(model, x, name="x"):
 def score_of(model, x: torch.Tensor) -> torch.Tensor:
     """Model score ψ(x) = ∇ₓ log p(x) = −∇ₓE(x), shape (B, d); works for `ScoreMLP` too.
 
+    The score does not depend on the normalising constant Z, which is what makes score matching
+    possible for unnormalised models (Hyvärinen 2005).
+
     Parameters
     ----------
     model : EnergyModel or ScoreModel
     x : torch.Tensor, shape (B, d)
+
+    Returns
+    -------
+    torch.Tensor, shape (B, d), differentiable in θ when gradients are enabled.
     """
     _check(model, x)
     return model.score(x)
@@ -101,6 +110,27 @@ def _diag_jvp(model, x, chunk_size):
     return diag.T
 
 
+def _grad_x(outputs, x_, grad_outputs, create_graph, batched=False):
+    """∂(grad_outputs · outputs)/∂x (one vector-Jacobian product, or a batch of them).
+
+    A score that does not depend on x (a linear energy E = θᵀx, ψ = −θ) has no path to x in the
+    graph, or no graph at all when θ is a buffer; its Jacobian is then exactly zero, which is
+    returned instead of autograd's "not used in the graph" error (``allow_unused=True``; the
+    zeros are built here because ``materialize_grads`` drops the batch dimension of
+    ``is_grads_batched``).
+    """
+    g = None
+    if outputs.requires_grad:
+        (g,) = torch.autograd.grad(
+            outputs, x_, grad_outputs, is_grads_batched=batched, retain_graph=True,
+            create_graph=create_graph, allow_unused=True,
+        )
+    if g is None:
+        shape = (grad_outputs.shape[0], *x_.shape) if batched else x_.shape
+        g = torch.zeros(shape, dtype=x_.dtype, device=x_.device)
+    return g
+
+
 def _diag_vjp(model, x, chunk_size, create_graph):
     """∂ψᵢ/∂xᵢ by batched double-backward: rows eᵢᵀJ of the score Jacobian (is_grads_batched)."""
     B, d = x.shape
@@ -111,9 +141,7 @@ def _diag_vjp(model, x, chunk_size, create_graph):
     parts = []
     for start in range(0, d, step):  # loop over chunks of the basis, not over dimensions
         basis = eye[start : start + step].unsqueeze(1).expand(-1, B, d)
-        (rows,) = torch.autograd.grad(
-            psi, x_, basis, is_grads_batched=True, retain_graph=True, create_graph=create_graph
-        )  # rows[k, b, j] = ∂ψ_{start+k}/∂x_j
+        rows = _grad_x(psi, x_, basis, create_graph, batched=True)  # rows[k, b, j] = ∂ψ_{start+k}/∂x_j
         parts.append(rows[:, :, start : start + step].diagonal(dim1=0, dim2=2))  # (B, chunk)
     return torch.cat(parts, dim=-1)
 
@@ -124,13 +152,16 @@ def _diag_loop(model, x, create_graph):
     psi = model.score(x_)
     cols = []
     for i in range(x.shape[1]):
-        (g,) = torch.autograd.grad(psi[:, i].sum(), x_, retain_graph=True, create_graph=create_graph)
+        g = _grad_x(psi[:, i], x_, torch.ones_like(psi[:, i]), create_graph)
         cols.append(g[:, i])
     return torch.stack(cols, dim=-1)
 
 
 def score_jacobian_diagonal(model, x: torch.Tensor, method: str = "auto", chunk_size: int | None = None):
     r"""Diagonal of the score Jacobian, ∂ψᵢ/∂xᵢ = −∂²E/∂xᵢ², shape (B, d).
+
+    Its sum is the second term of J_SM (Hyvärinen 2005, Thm 1); its squares are the curvature
+    penalty of Kingma & LeCun (2010).
 
     Parameters
     ----------
@@ -193,6 +224,19 @@ def hessian_trace(model, x: torch.Tensor, method: str = "auto", chunk_size: int 
     on a CPU run at about its speed (their batching pays off on a GPU).
 
     Differentiable in θ, so it can sit inside a training loss.
+
+    Parameters
+    ----------
+    model : EnergyModel or ScoreModel
+    x : torch.Tensor, shape (B, d)
+    method : {"auto", "analytic", "jvp", "vjp", "loop"}
+        See `score_jacobian_diagonal`.
+    chunk_size : int, optional
+        Basis vectors per vectorised pass of the generic methods.
+
+    Returns
+    -------
+    torch.Tensor, shape (B,): ∇·ψ per sample (the second term of J_SM, Hyvärinen 2005, Thm 1).
     """
     _check(model, x)
     check_choice("method", method, METHODS)
@@ -208,6 +252,15 @@ def sm(model, x: torch.Tensor) -> torch.Tensor:
 
     Uses the model's closed form ``model.sm_terms(x)["total"]`` when it has one (GRBM, MCRBM,
     MPoT: Swersky et al. 2011, eqs. 8, 12), else `sm_generic` with ``method="auto"``.
+
+    Parameters
+    ----------
+    model : EnergyModel or ScoreModel
+    x : torch.Tensor, shape (B, d)
+
+    Returns
+    -------
+    0-d tensor, differentiable in θ. For E = ½‖x‖² it is ½ mean‖x‖² − d (→ −d/2 on N(0, I)).
     """
     _check(model, x)
     if hasattr(model, "sm_terms"):
@@ -220,7 +273,20 @@ def sm_generic(model, x: torch.Tensor, method: str = _GENERIC_DEFAULT, chunk_siz
 
     The default ``method="vjp"`` uses automatic differentiation only (batched double-backward),
     so it is an independent check of every closed form; pass ``method="auto"`` to use a model's
-    closed-form divergence (what `sm` does for models without ``sm_terms``).
+    closed-form divergence (what `sm` does for models without ``sm_terms``). Hyvärinen (2005), Thm 1.
+
+    Parameters
+    ----------
+    model : EnergyModel or ScoreModel
+    x : torch.Tensor, shape (B, d)
+    method : {"auto", "analytic", "jvp", "vjp", "loop"}
+        How to compute ∇·ψ, see `score_jacobian_diagonal`.
+    chunk_size : int, optional
+        Basis vectors per vectorised pass.
+
+    Returns
+    -------
+    0-d tensor, differentiable in θ.
     """
     _check(model, x)
     check_choice("method", method, METHODS)
@@ -244,6 +310,11 @@ def dsm(model, x: torch.Tensor, sigma, noise: torch.Tensor | None = None, genera
         Standard-normal ε of shape (B, d) (not multiplied by σ).
     generator : torch.Generator, optional
         Used to draw ε when ``noise`` is None.
+
+    Returns
+    -------
+    0-d tensor, differentiable in θ; its θ-minimiser is the score of the noisy density
+    p_σ = p ∗ N(0, σ²I), not of p (Vincent 2011).
     """
     _check(model, x)
     sigma = check_positive("sigma", sigma)
@@ -258,10 +329,23 @@ def dsm(model, x: torch.Tensor, sigma, noise: torch.Tensor | None = None, genera
 
 
 def sample_projections(shape, kind: str = "gaussian", dtype=None, device=None, generator=None):
-    r"""Random projection vectors v for `ssm`, shape ``(..., d)``.
+    r"""Random projection vectors v for `ssm` (Song et al. 2019), shape ``(..., d)``.
 
     "gaussian": v ~ N(0, I);  "rademacher": vᵢ = ±1;  both have E[vvᵀ] = I.
     "sphere": v uniform on the unit sphere, E[vvᵀ] = I/d.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Output shape, last entry d (e.g. ``(n_slices, B, d)``).
+    kind : {"gaussian", "rademacher", "sphere"}
+    dtype, device : optional
+        Of the output (default dtype / CPU).
+    generator : torch.Generator, optional
+
+    Returns
+    -------
+    torch.Tensor of the given shape.
     """
     check_choice("kind", kind, PROJECTIONS)
     kw = dict(dtype=dtype, device=device, generator=generator)
@@ -305,6 +389,10 @@ def ssm(
         Distribution of the random projections (and, for given projections, whether the VR
         term is divided by d: only for "sphere").
     generator : torch.Generator, optional
+
+    Returns
+    -------
+    0-d tensor, differentiable in θ; an unbiased estimate of J_SM (J_SM/d for "sphere").
     """
     _check(model, x)
     check_choice("kind", kind, PROJECTIONS)
@@ -329,10 +417,9 @@ def ssm(
         x_ = x if x.requires_grad else x.detach().requires_grad_(True)
         psi = model.score(x_)  # (B, d)
         if v.shape[0] == 1:
-            (g,) = torch.autograd.grad(psi, x_, v[0], create_graph=create_graph)
-            g = g.unsqueeze(0)
+            g = _grad_x(psi, x_, v[0], create_graph).unsqueeze(0)
         else:
-            (g,) = torch.autograd.grad(psi, x_, v, is_grads_batched=True, create_graph=create_graph)
+            g = _grad_x(psi, x_, v, create_graph, batched=True)
         vJv = (g * v).sum(-1)  # (S, B): vᵀ(∇ψ)ᵀv = vᵀ(∇ψ)v
         if vr:
             first = 0.5 * (psi * psi).sum(-1) / (d if kind == "sphere" else 1)
@@ -360,6 +447,10 @@ def kingma_lecun(model, x: torch.Tensor, lam, method: str = "auto"):
         λ ≥ 0 (λ = 0 gives J_SM).
     method : str
         How to get ∂ψᵢ/∂xᵢ, see `score_jacobian_diagonal`.
+
+    Returns
+    -------
+    0-d tensor, differentiable in θ.
     """
     _check(model, x)
     lam = check_nonnegative("lam", lam)
@@ -375,6 +466,15 @@ def ae(model, x: torch.Tensor) -> torch.Tensor:
     For GRBM/MCRBM/MPoT, x^r is one gradient step on the free energy (Swersky et al. 2011,
     eq. 17), so this is the reconstruction term of SM without the variance and curvature
     terms ("AE" in their Fig. 1c and Table 1) up to the factor 1/σ⁴ of the GRBM.
+
+    Parameters
+    ----------
+    model : model with ``reconstruct(x)`` (GRBM, MCRBM, MPoT, DAEEnergy)
+    x : torch.Tensor, shape (B, d)
+
+    Returns
+    -------
+    0-d tensor, differentiable in θ.
     """
     _check(model, x)
     if not hasattr(model, "reconstruct"):
@@ -386,6 +486,9 @@ def ae(model, x: torch.Tensor) -> torch.Tensor:
 def esm(model, x: torch.Tensor, true_score) -> torch.Tensor:
     r"""Explicit score matching / Fisher divergence estimate, mean_B ½‖ψ_model(x) − ψ_true(x)‖².
 
+    The objective J_ESM of Hyvärinen (2005, Sec. 2) when ψ_true = ∇ log p is known (toy data);
+    J_ESM = J_SM + C with C independent of θ (Hyvärinen 2005, Thm 1; Vincent 2011).
+
     Parameters
     ----------
     model : EnergyModel or ScoreModel
@@ -393,6 +496,10 @@ def esm(model, x: torch.Tensor, true_score) -> torch.Tensor:
     true_score : callable or torch.Tensor
         Either ψ_true(x) as a (B, d) tensor or a function x ↦ ψ_true(x) (e.g.
         ``smlib.data.gaussian_mixture(...).score``).
+
+    Returns
+    -------
+    0-d tensor, differentiable in θ.
     """
     _check(model, x)
     target = true_score(x) if callable(true_score) else true_score

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from smlib import estimators
-from smlib.models.grbm import GRBM
+from smlib.models import GRBM
 
 DT = torch.float64
 

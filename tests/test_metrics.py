@@ -174,6 +174,58 @@ def test_grbm_exact_log_likelihood_matches_quadrature():
         metrics.grbm_exact_log_likelihood(MLPEnergy(2, hidden=(4,)).double(), x)
 
 
+def exact_phases_by_enumeration(model, v):
+    """Positive and negative phases of eq-ch1-mle-grad, E[∂E/∂θ], from the joint energy's
+    derivatives (∂E/∂W = −vhᵀ/σ², ∂E/∂b = −h, ∂E/∂c = −(v − c)/σ²) and p(h) by enumeration."""
+    H = torch.tensor([[float(b) for b in format(k, f"0{model.n_hidden}b")] for k in range(2**model.n_hidden)])
+    s2 = model.sigma.detach() ** 2
+    with torch.no_grad():
+        h_hat = model.p_h_given_v(v)
+        positive = {"W": -(v.T @ h_hat) / len(v) / s2, "b": -h_hat.mean(0), "c": -(v - model.c).mean(0) / s2}
+        # p(h) ∝ ∫ exp(−E(v, h)) dv: quadrature-free, by Bayes on v₀ = 0 (p(h|0) / p(0|h))
+        p0 = model.p_h_given_v(torch.zeros(1, model.n_visible))
+        mean_v = model.mean_v_given_h(H)  # E[v|h] = c + Wh
+        log_w = (H * p0.log() + (1 - H) * (-p0).log1p()).sum(-1) + (mean_v**2).sum(-1) / (2 * s2)
+        p_h = torch.softmax(log_w, 0)
+        negative = {"W": -((mean_v.T * p_h) @ H) / s2, "b": -(p_h @ H), "c": -(p_h @ (mean_v - model.c)) / s2}
+    return positive, negative
+
+
+def test_grbm_exact_gradient_and_phases():
+    torch.manual_seed(1)
+    grbm = GRBM(2, 3, sigma=0.9, learn_sigma=True).double()
+    with torch.no_grad():
+        for p in grbm.parameters():
+            p.add_(0.8 * torch.randn(p.shape, generator=gen(2), dtype=DT))
+    v = torch.randn(20, 2, generator=gen(3))
+    grad = metrics.grbm_exact_gradient(grbm, v)
+    assert set(grad) == {"W", "b", "c", "log_sigma"}
+    assert all(not g.requires_grad and g.shape == p.shape for (n, p), g in zip(grbm.named_parameters(), grad.values()))
+    # central finite differences of the exact mean log-likelihood
+    h = 1e-5
+    for name, p in grbm.named_parameters():
+        fd = torch.zeros_like(p)
+        for i in range(p.numel()):
+            with torch.no_grad():
+                p.view(-1)[i] += h
+                up = metrics.grbm_exact_log_likelihood(grbm, v).mean()
+                p.view(-1)[i] -= 2 * h
+                down = metrics.grbm_exact_log_likelihood(grbm, v).mean()
+                p.view(-1)[i] += h
+            fd.view(-1)[i] = (up - down) / (2 * h)
+        torch.testing.assert_close(grad[name], fd, rtol=1e-7, atol=1e-8)
+    # phases: expectations of ∇θE under the data and under the model; gradient = negative − positive
+    phases = metrics.grbm_exact_phases(grbm, v)
+    positive, negative = exact_phases_by_enumeration(grbm, v)
+    for name in ("W", "b", "c"):
+        torch.testing.assert_close(phases["positive"][name], positive[name])
+        torch.testing.assert_close(phases["negative"][name], negative[name])
+    for name in grad:
+        torch.testing.assert_close(grad[name], phases["negative"][name] - phases["positive"][name])
+    with pytest.raises(TypeError, match="log_partition"):
+        metrics.grbm_exact_gradient(MLPEnergy(2, hidden=(4,)).double(), v)
+
+
 def test_linear_probe_separates_separable_toy():
     g = gen(9)
     centres = torch.tensor([[0.0, 0.0, 5.0], [5.0, 0.0, 0.0], [0.0, 5.0, 0.0]])

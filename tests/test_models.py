@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy import integrate
 
-from smlib.models import DAEEnergy, GRBM, MCRBM, MLPEnergy, MPoT, ScoreMLP, ACTIVATIONS
+from smlib.models import DAEEnergy, GaussianEnergy, GRBM, MCRBM, MLPEnergy, MPoT, ScoreMLP, ACTIVATIONS
 from smlib.models.base import sample_gamma
 
 pytestmark = pytest.mark.usefixtures("float64")
@@ -38,8 +38,16 @@ MODELS = {
     "mlp_jacobian_path": lambda: MLPEnergy(3, (5, 4, 6)),
     "mlp_gram_path": lambda: MLPEnergy(7, (3, 4, 5), activation="softplus"),
     "mlp_single_layer": lambda: MLPEnergy(5, (3,), activation="elu"),
+    "gaussian": lambda: GaussianEnergy(torch.randn(3), random_spd(3)),
 }
 LATENT = ["grbm", "grbm_learn_sigma", "mcrbm", "mcrbm_square", "mpot", "mpot_learn_gamma"]
+
+
+def random_spd(d, seed=None):
+    """A random symmetric positive-definite d×d matrix, A Aᵀ/d + 0.5 I."""
+    g = None if seed is None else torch.Generator().manual_seed(seed)
+    A = torch.randn(d, d, generator=g)
+    return A @ A.T / d + 0.5 * torch.eye(d)
 
 
 def build(name, seed=0):
@@ -516,3 +524,210 @@ def test_grbm_conditionals(gen):
     vs = model.sample_v(hv, generator=gen)
     resid = vs - model.mean_v_given_h(hv).detach()
     assert abs(float(resid.std()) - float(model.sigma)) < 0.02
+
+
+# ------------------------------------------------------------------ softplus precision
+def exact_softplus(z):
+    """log(1 + eˣ) = max(z, 0) + log1p(e^{−|z|}), exact in float64 for every z (no threshold)."""
+    return z.clamp_min(0) + torch.log1p(torch.exp(-z.abs()))
+
+
+def large_input_grbm():
+    """GRBM(3, 3) whose hidden inputs φ(v) = vᵀW/σ² + b lie in (20, 35) for |v| ≤ 1."""
+    torch.manual_seed(4)
+    model = randomize(GRBM(3, 3, sigma=1.0), scale=0.3)
+    with torch.no_grad():
+        model.b.copy_(torch.tensor([22.0, 27.0, 31.0]))
+    v = torch.rand(6, 3) * 2 - 1
+    phi = model.hidden_input(v)
+    assert bool((phi > 20).all() and (phi < 35).all())
+    return model, v
+
+
+def test_grbm_free_energy_is_exact_for_hidden_inputs_above_20():
+    """F(v) = −logsumexp_h(−E(v, h)) to 1e-12 where F.softplus(x) would return x (x > 20)."""
+    model, v = large_input_grbm()
+    H = all_binary(model.n_hidden)
+    E = torch.stack([model.joint_energy(v, h.expand(len(v), -1)) for h in H], dim=1)
+    torch.testing.assert_close(model.free_energy(v), -torch.logsumexp(-E, dim=1), rtol=0, atol=1e-12)
+    # the autograd derivative of F is the closed-form score, sigm(φ) < 1 included
+    torch.testing.assert_close(autograd_score(model, v), model.score(v), rtol=0, atol=1e-13)
+
+
+def test_all_softplus_energies_are_exact_for_large_inputs():
+    """MCRBM, MPoT, DAEEnergy, MLPEnergy(softplus) against a threshold-free softplus."""
+    torch.manual_seed(5)
+    x = torch.rand(5, 3) * 2 - 1
+    # mcRBM: φ^c = ½ u²P + b^c and φ^m = Wᵀv + b^m pushed above 20
+    mc = randomize(MCRBM(3, 2, 2, 2), scale=0.3)
+    with torch.no_grad():
+        mc.b_cov.fill_(26.0)
+        mc.b_mean.fill_(24.0)
+    u = x @ mc.C
+    ref = (-exact_softplus(0.5 * (u * u) @ mc.P + mc.b_cov).sum(-1) - exact_softplus(x @ mc.W + mc.b_mean).sum(-1)
+           - x @ mc.b_visible + 0.5 * (x * x).sum(-1))
+    torch.testing.assert_close(mc.free_energy(x), ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(autograd_score(mc, x), mc.score(x), rtol=0, atol=1e-12)
+    # P = −softplus(P_raw) is exact too (the setter inverts it exactly)
+    with torch.no_grad():
+        mc.P_raw.fill_(25.0)
+    torch.testing.assert_close(mc.P, -exact_softplus(mc.P_raw), rtol=0, atol=1e-13)
+    # mPoT: only the mean units
+    mp = randomize(MPoT(3, 2, 2, gamma=1.5), scale=0.3)
+    with torch.no_grad():
+        mp.b_mean.fill_(24.0)
+    u = x @ mp.C
+    ref = (mp.gamma * torch.log1p(0.5 * u * u).sum(-1) - exact_softplus(x @ mp.W + mp.b_mean).sum(-1)
+           - x @ mp.b_visible + 0.5 * (x * x).sum(-1) - 2 * torch.lgamma(mp.gamma))
+    torch.testing.assert_close(mp.free_energy(x), ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(autograd_score(mp, x), mp.score(x), rtol=0, atol=1e-12)
+    # DAE energy
+    dae = randomize(DAEEnergy(3, 2, sigma=1.0), scale=0.3)
+    with torch.no_grad():
+        dae.b.fill_(23.0)
+    ref = -(x @ dae.c - 0.5 * (x * x).sum(-1) + exact_softplus(x @ dae.W.T + dae.b).sum(-1))
+    torch.testing.assert_close(dae.energy(x), ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(autograd_score(dae, x), dae.score(x), rtol=0, atol=1e-12)
+    # MLPEnergy with softplus units: forward pass by hand
+    mlp = randomize(MLPEnergy(3, (2, 2), activation="softplus"), scale=0.3)
+    with torch.no_grad():
+        for layer in mlp.layers:
+            layer.bias.fill_(25.0)
+    a = x
+    for layer in mlp.layers:
+        a = exact_softplus(a @ layer.weight.T + layer.bias)
+    ref = (a @ mlp.out.weight.T + mlp.out.bias).squeeze(-1)
+    torch.testing.assert_close(mlp.energy(x), ref, rtol=0, atol=1e-12)
+    phi, dphi, d2phi = ACTIVATIONS["softplus"](torch.tensor([25.0, 30.0]))
+    torch.testing.assert_close(phi, exact_softplus(torch.tensor([25.0, 30.0])), rtol=0, atol=1e-14)
+
+
+# ------------------------------------------------------------------ Gaussian energy
+def test_gaussian_energy_closed_forms_against_scipy_and_autograd():
+    from scipy import stats
+
+    mu, P = torch.tensor([0.3, -1.0, 2.0]), random_spd(3, seed=1)
+    model = GaussianEnergy(mu, P)
+    torch.testing.assert_close(model.precision, P, rtol=0, atol=1e-12)
+    torch.testing.assert_close(model.P, P, rtol=0, atol=1e-12)
+    torch.testing.assert_close(model.covariance, torch.linalg.inv(P), rtol=0, atol=1e-12)
+    torch.testing.assert_close(model.mu.detach(), mu)
+    x = torch.randn(7, 3)
+    z = x - mu
+    torch.testing.assert_close(model.energy(x), 0.5 * ((z @ P) * z).sum(-1))
+    torch.testing.assert_close(model.score(x), -z @ P)
+    torch.testing.assert_close(model.score(x), autograd_score(model, x))
+    torch.testing.assert_close(model.score_divergence(x), -torch.trace(P).expand(7))
+    torch.testing.assert_close(model.score_jacobian_diagonal(x), -torch.diagonal(P).expand(7, 3))
+    ref = stats.multivariate_normal(mu.numpy(), torch.linalg.inv(P).numpy()).logpdf(x.numpy())
+    torch.testing.assert_close(model.log_prob(x).detach(), torch.from_numpy(ref), rtol=0, atol=1e-12)
+    torch.testing.assert_close(model.log_partition().detach(), -(model.energy(x) + model.log_prob(x))[0].detach())
+
+
+def test_gaussian_energy_log_partition_is_differentiable_and_precision_stays_spd():
+    model = GaussianEnergy(torch.zeros(2), random_spd(2, seed=2))
+    # log Z = (d/2) log 2π − ½ log det P, and P = LLᵀ with Lᵢᵢ = exp(L_raw,ᵢᵢ): ∂ log Z/∂L_raw = −I
+    P = model.precision.detach()
+    torch.testing.assert_close(model.log_partition().detach(), math.log(2 * math.pi) - 0.5 * torch.logdet(P))
+    (g,) = torch.autograd.grad(model.log_partition(), model.L_raw)
+    torch.testing.assert_close(g, -torch.eye(2))
+    # a step that would make P itself indefinite (P − η ∂NLL/∂P = P − η(S − P⁻¹)/2, S ≈ 9I) leaves LLᵀ SPD
+    x = 3 * torch.randn(200, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    nll = model.energy(x).mean() + model.log_partition()
+    S = x.T @ x / len(x)
+    assert torch.linalg.eigvalsh(P - 1.0 * 0.5 * (S - torch.linalg.inv(P))).min() < 0
+    opt.zero_grad()
+    nll.backward()
+    opt.step()
+    P = model.precision.detach()
+    torch.testing.assert_close(P, P.T, rtol=0, atol=0)
+    assert torch.linalg.eigvalsh(P).min() > 0
+
+
+def test_gaussian_energy_fixed_precision_and_bad_input():
+    P = random_spd(3, seed=3)
+    fixed = GaussianEnergy(torch.zeros(3), P, fixed_precision=True)
+    assert [n for n, _ in fixed.named_parameters()] == ["mu"]
+    torch.testing.assert_close(fixed.precision, P, rtol=0, atol=1e-12)
+    std = GaussianEnergy(torch.zeros(2))  # precision defaults to the identity
+    torch.testing.assert_close(std.precision, torch.eye(2))
+    with pytest.raises(ValueError, match="symmetric positive definite"):
+        GaussianEnergy(torch.zeros(2), torch.tensor([[1.0, 0.0], [0.0, -1.0]]))
+    with pytest.raises(ValueError, match="symmetric"):
+        GaussianEnergy(torch.zeros(2), torch.tensor([[1.0, 0.5], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="shape"):
+        GaussianEnergy(torch.zeros(2), torch.eye(3))
+    with pytest.raises(ValueError, match="shape"):
+        GaussianEnergy(torch.zeros(2, 2))
+
+
+def test_gaussian_energy_samples_have_its_mean_and_covariance(gen):
+    mu, P = torch.tensor([1.0, -2.0]), random_spd(2, seed=4)
+    model = GaussianEnergy(mu, P)
+    n = 40000
+    x = model.sample(n, generator=gen)
+    assert x.shape == (n, 2) and not x.requires_grad
+    cov = torch.linalg.inv(P)
+    se = (torch.diagonal(cov) / n).sqrt()
+    assert ((x.mean(0) - mu).abs() < 5 * se).all()
+    # standard error of a covariance entry: sqrt((Σᵢᵢ Σⱼⱼ + Σᵢⱼ²)/n)
+    se_cov = ((torch.diagonal(cov)[:, None] * torch.diagonal(cov)[None, :] + cov**2) / n).sqrt()
+    assert ((torch.cov(x.T) - cov).abs() < 5 * se_cov).all()
+    again = model.sample(5, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(again, model.sample(5, generator=torch.Generator().manual_seed(0)))
+
+
+# ------------------------------------------------------------------ exact GRBM samples
+def grbm_hidden_marginal_by_bayes(model):
+    """p(h) ∝ p(h|v₀)/p(v₀|h) for any fixed v₀ (Bayes' rule), from the two conditionals only."""
+    H = all_binary(model.n_hidden)
+    v0 = torch.zeros(1, model.n_visible)
+    with torch.no_grad():
+        p1 = model.p_h_given_v(v0)  # (1, n_h)
+        log_h_given_v = (H * torch.log(p1) + (1 - H) * torch.log1p(-p1)).sum(-1)
+        mean = model.mean_v_given_h(H)
+        log_v_given_h = -((v0 - mean) ** 2).sum(-1) / (2 * model.sigma**2)  # constants cancel
+    return H, torch.softmax(log_h_given_v - log_v_given_h, 0)
+
+
+def test_grbm_sample_exact_has_the_exact_moments(gen):
+    torch.manual_seed(6)
+    model = randomize(GRBM(3, 4, sigma=0.8), scale=1.0)
+    H, p_h = grbm_hidden_marginal_by_bayes(model)
+    with torch.no_grad():
+        mean_h = p_h @ H
+        cov_h = (p_h[:, None] * (H - mean_h)).T @ (H - mean_h)
+        W = model.W
+        mean = model.c + W @ mean_h  # E[v] = c + W E[h]
+        cov = model.sigma**2 * torch.eye(3) + W @ cov_h @ W.T  # σ²I + W Cov[h] Wᵀ
+    n = 60000
+    v = model.sample_exact(n, generator=gen)
+    assert v.shape == (n, 3) and not v.requires_grad
+    se = (torch.diagonal(cov) / n).sqrt()
+    assert ((v.mean(0) - mean).abs() < 5 * se).all()
+    # loose bound for the covariance: 5 Gaussian standard errors, ×2 for the mixture's kurtosis
+    se_cov = ((torch.diagonal(cov)[:, None] * torch.diagonal(cov)[None, :] + cov**2) / n).sqrt()
+    assert ((torch.cov(v.T) - cov).abs() < 10 * se_cov).all()
+    a = model.sample_exact(4, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, model.sample_exact(4, generator=torch.Generator().manual_seed(1)))
+
+
+def test_grbm_sample_exact_picks_the_right_mode_and_is_limited(gen):
+    # W = aI, c = 0, b = −a²/2: p(v) is an equal mixture of unit Gaussians at the corners {0, a}².
+    a = 8.0
+    model = GRBM(2, 2, sigma=1.0)
+    with torch.no_grad():
+        model.W.copy_(a * torch.eye(2))
+        model.b.fill_(-a * a / 2)
+        model.c.zero_()
+    v = model.sample_exact(8000, generator=gen)
+    corner = (v / a).round().clamp(0, 1)  # nearest corner
+    counts = torch.stack([((corner == torch.tensor(c)).all(-1)).sum() for c in ([0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0])])
+    assert counts.sum() == 8000
+    assert ((counts - 2000).abs() < 5 * (8000 * 0.25 * 0.75) ** 0.5).all()
+    gaussian = GRBM(2, 0, sigma=0.5)  # no hidden units: N(c, σ²I)
+    x = gaussian.sample_exact(20000, generator=gen)
+    assert abs(float(x.std()) - 0.5) < 0.01
+    with pytest.raises(ValueError, match="n_hidden=21 exceeds"):
+        GRBM(2, 21).sample_exact(3)

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from smlib import _checks, objectives as O
-from smlib.models import DAEEnergy, GRBM, MCRBM, MLPEnergy, MPoT, ScoreMLP
-from smlib.models.base import EnergyModel
+from smlib.models import DAEEnergy, EnergyModel, GaussianEnergy, GRBM, MCRBM, MLPEnergy, MPoT, ScoreMLP
 
 pytestmark = [
     pytest.mark.usefixtures("float64"),
@@ -398,3 +397,79 @@ def test_check_helpers():
         assert _checks.check_data(bad) is bad
     with pytest.raises(ValueError, match="NaN"):
         _checks.check_data(bad)
+
+
+# ------------------------------------------------------------------ scores that do not depend on x
+class Linear(EnergyModel):
+    """E(x) = θᵀx: ψ = −θ does not depend on x, so ∂ψᵢ/∂xᵢ = 0 (θ a parameter or a buffer)."""
+
+    def __init__(self, theta, learn=True):
+        super().__init__(len(theta))
+        theta = torch.as_tensor(theta, dtype=torch.get_default_dtype()).clone()
+        if learn:
+            self.theta = torch.nn.Parameter(theta)
+        else:
+            self.register_buffer("theta", theta)
+
+    def energy(self, x):
+        return x @ self.theta
+
+
+@pytest.mark.parametrize("learn", [True, False], ids=["parameter", "buffer"])
+@pytest.mark.parametrize("method", ["auto", "vjp", "loop", "jvp"])
+def test_generic_paths_give_zero_curvature_for_a_linear_energy(method, learn):
+    theta = torch.tensor([0.5, -1.0, 2.0])
+    model = Linear(theta, learn)
+    x = torch.randn(4, 3)
+    zeros = torch.zeros(4, 3)
+    torch.testing.assert_close(O.score_jacobian_diagonal(model, x, method=method), zeros)
+    torch.testing.assert_close(O.hessian_trace(model, x, method=method), zeros.sum(-1))
+    loss = O.sm_generic(model, x, method=method)  # = ½‖θ‖², ∇θ = θ
+    torch.testing.assert_close(loss, 0.5 * (theta**2).sum())
+    loss_kl = O.kingma_lecun(model, x, 0.3, method=method)
+    torch.testing.assert_close(loss_kl, 0.5 * (theta**2).sum())
+    if learn:
+        (g,) = torch.autograd.grad(loss, model.theta)
+        torch.testing.assert_close(g, theta)
+    with torch.no_grad():
+        torch.testing.assert_close(O.hessian_trace(model, x, method=method), zeros.sum(-1))
+
+
+@pytest.mark.parametrize("learn", [True, False], ids=["parameter", "buffer"])
+def test_ssm_of_a_linear_energy_has_no_curvature_term(learn):
+    theta = torch.tensor([0.5, -1.0, 2.0])
+    model = Linear(theta, learn)
+    x = torch.randn(4, 3)
+    v = torch.randn(2, 4, 3)
+    torch.testing.assert_close(O.ssm(model, x, projections=v), (0.5 * (v @ theta) ** 2).mean())
+    torch.testing.assert_close(O.ssm(model, x, projections=v[0], vr=True), 0.5 * (theta**2).sum())
+
+
+# ------------------------------------------------------------------ Gaussian model: the SM minimiser
+def test_sm_minimiser_of_a_gaussian_is_the_sample_mean_and_the_1_over_n_covariance():
+    """J = ½ tr(P²[S + (x̄−μ)(x̄−μ)ᵀ]) − tr P is minimised at μ = x̄, P = S⁻¹ (S with 1/n)."""
+    g = torch.Generator().manual_seed(3)
+    n, d = 50, 3
+    x = torch.randn(n, d, generator=g) @ torch.tensor([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [-0.3, 0.2, 0.5]]) + 1.0
+    mean = x.mean(0)
+    S = (x - mean).T @ (x - mean) / n  # 1/n, not 1/(n − 1)
+    # the closed-form minimiser is a stationary point of smlib's objective
+    at_opt = GaussianEnergy(mean, torch.linalg.inv(S))
+    grads = torch.autograd.grad(O.sm(at_opt, x), list(at_opt.parameters()))
+    assert max(float(gr.abs().max()) for gr in grads) < 1e-10
+    # and LBFGS from the standard normal finds it
+    model = GaussianEnergy(torch.zeros(d), torch.eye(d))
+    opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=500, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-13, tolerance_change=1e-15)
+
+    def closure():
+        opt.zero_grad()
+        loss = O.sm(model, x)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    torch.testing.assert_close(model.mu.detach(), mean, rtol=0, atol=1e-8)
+    torch.testing.assert_close(model.covariance.detach(), S, rtol=0, atol=1e-8)
+    # the minimum value: J = ½ tr(S⁻¹) − tr(S⁻¹) = −½ tr S⁻¹
+    torch.testing.assert_close(O.sm(model, x).detach(), -0.5 * torch.trace(torch.linalg.inv(S)))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from smlib import samplers
-
+from smlib.models import GRBM
 
 
 @pytest.fixture(autouse=True)
@@ -134,8 +134,6 @@ def test_gibbs_matches_gaussian():
 def test_gibbs_on_tiny_grbm_matches_the_exact_marginal():
     # Moments of p(v) = exp(−F(v))/Z by quadrature on a fine grid (independent of the sampler
     # and of the closed-form log Z), against 4000 chains after 40 block-Gibbs sweeps.
-    from smlib.models.grbm import GRBM
-
     model = GRBM(2, 3, sigma=1.0).double()
     with torch.no_grad():
         model.W.copy_(torch.tensor([[1.5, -1.0, 0.5], [0.5, 1.2, -1.5]]))

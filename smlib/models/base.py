@@ -15,9 +15,15 @@ Optional closed-form derivatives that `smlib.objectives` uses when a model provi
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["EnergyModel", "ScoreModel", "LatentGaussianModel", "rho_bernoulli"]
+__all__ = ["EnergyModel", "ScoreModel", "LatentGaussianModel", "rho_bernoulli", "softplus"]
+
+# Above this input, x + log1p(e⁻ˣ) rounds to x in the dtype (e⁻ˣ < ½ ulp(x)): float64 needs
+# x > 33.3, float32 x > 14.6, so returning x there is exact. torch's default threshold of 20
+# is exact for float32 but off by up to e⁻²⁰ ≈ 2·10⁻⁹ per unit in float64.
+_SOFTPLUS_THRESHOLD = {torch.float64: 40.0}
 
 
 def _check_input(model, x: torch.Tensor, name: str = "x") -> None:
@@ -28,6 +34,20 @@ def _check_input(model, x: torch.Tensor, name: str = "x") -> None:
         raise ValueError(
             f"{name} must have shape (batch, {model.dim}) for {type(model).__name__}, got {tuple(x.shape)}"
         )
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    r"""softplus(x) = log(1 + eˣ) with no cut-off error in any floating dtype.
+
+    ``torch.nn.functional.softplus`` returns x for x > 20 (its default ``threshold``), an error
+    of log(1 + e⁻ˣ) ≈ e⁻ˣ ≤ 2·10⁻⁹ per unit that is far above float64 rounding. Here the
+    threshold is chosen per dtype (40 for float64, 20 otherwise) so that the switch to x only
+    happens where x + e⁻ˣ already rounds to x (below it, log1p(eˣ) is accurate to a few ulps).
+    Its derivative is sigm(x) to rounding, which keeps
+    autograd scores equal to the closed-form scores (written with ``torch.sigmoid``) of the free
+    energies F(v) = … − Σⱼ softplus(φⱼ(v)) (Swersky et al. 2011, eqs. 7, 11, 14; Vincent 2011).
+    """
+    return F.softplus(x, beta=1.0, threshold=_SOFTPLUS_THRESHOLD.get(x.dtype, 20.0))
 
 
 def rho_bernoulli(p: torch.Tensor) -> torch.Tensor:
@@ -47,6 +67,11 @@ class EnergyModel(nn.Module):
     from the score is differentiable in the parameters θ (the score-matching losses need
     ∂ψ/∂θ). Under ``torch.no_grad()`` (samplers) the score is returned detached and no
     second-order graph is built. Subclasses override it with closed forms where cheap.
+
+    Parameters
+    ----------
+    dim : int
+        Number of visible dimensions d (attribute ``dim``).
     """
 
     has_energy = True
@@ -77,7 +102,13 @@ class ScoreModel(nn.Module):
     """A model of the score ψ(x) ≈ ∇ₓ log p(x) with no energy (e.g. `ScoreMLP`).
 
     ``forward`` is the score. ``energy`` raises ``TypeError``: a generic vector field is not
-    the gradient of a scalar (check its curl / Jacobian asymmetry with `smlib.metrics`).
+    the gradient of a scalar (check its curl / Jacobian asymmetry with `smlib.metrics`;
+    Saremi et al. 2018, Fig. 1 g–h).
+
+    Parameters
+    ----------
+    dim : int
+        Number of dimensions d (attribute ``dim``).
     """
 
     has_energy = False
@@ -87,6 +118,7 @@ class ScoreModel(nn.Module):
         self.dim = int(dim)
 
     def score(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """Modelled score ψ(x) ≈ ∇ₓ log p(x), shape (B, d)."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,6 +126,7 @@ class ScoreModel(nn.Module):
         return self.score(x)
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """Raises ``TypeError``: a direct score model has no energy E with ψ = −∇E."""
         raise TypeError(
             f"{type(self).__name__} models the score ψ(x) directly and has no energy function: "
             "a general vector field is not the gradient of a scalar. Use an energy model "
@@ -122,6 +155,7 @@ class LatentGaussianModel(EnergyModel):
         return self.free_energy(v)
 
     def free_energy(self, v: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """F(v) = −log Σ_h ∫ exp(−E(v, h)) dh, shape (B,) (each subclass gives its closed form)."""
         raise NotImplementedError
 
     def _theorem1_moments(self, v):  # pragma: no cover - abstract
@@ -180,6 +214,11 @@ def sample_gated_gaussian(C, s, mean_input, generator=None):
     Parameters
     ----------
     C : (d, F) tensor;  s : (B, F) non-negative tensor;  mean_input : (B, d) tensor m.
+    generator : torch.Generator, optional
+
+    Returns
+    -------
+    (B, d) tensor: Ω⁻¹m + L⁻ᵀz with Ω = LLᵀ (Cholesky), z ~ N(0, I).
     """
     B, d = mean_input.shape
     eye = torch.eye(d, dtype=mean_input.dtype, device=mean_input.device)

@@ -4,10 +4,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from smlib.models.base import EnergyModel, _check_input, rho_bernoulli
+from smlib.models.base import EnergyModel, _check_input, rho_bernoulli, softplus
 
 __all__ = ["DAEEnergy"]
 
@@ -78,7 +77,7 @@ class DAEEnergy(EnergyModel):
                 "scalar E(x). Use tied=True for an energy model; score() still works."
             )
         _check_input(self, x)
-        inner = x @ self.c - 0.5 * (x * x).sum(-1) + F.softplus(x @ self.W.T + self.b).sum(-1)
+        inner = x @ self.c - 0.5 * (x * x).sum(-1) + softplus(x @ self.W.T + self.b).sum(-1)
         return -inner / self.sigma**2
 
     def score(self, x: torch.Tensor) -> torch.Tensor:

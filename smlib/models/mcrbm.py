@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from smlib.models.base import (
@@ -13,6 +12,7 @@ from smlib.models.base import (
     gated_gaussian_mean,
     rho_bernoulli,
     sample_gated_gaussian,
+    softplus,
 )
 
 __all__ = ["MCRBM"]
@@ -77,7 +77,7 @@ class MCRBM(LatentGaussianModel):
     @property
     def P(self) -> torch.Tensor:
         """Pooling matrix P = −softplus(P_raw) (strictly negative), shape (n_factors, n_cov)."""
-        return -F.softplus(self.P_raw)
+        return -softplus(self.P_raw)
 
     @P.setter
     def P(self, value: torch.Tensor) -> None:
@@ -148,8 +148,8 @@ class MCRBM(LatentGaussianModel):
         """F(v) = −Σ_k softplus(φ^c_k) − Σ_j softplus(φ^m_j) − b^v·v + ½‖v‖² (eq. 11), shape (B,)."""
         _, phi_c, phi_m = self._phi(v)
         return (
-            -F.softplus(phi_c).sum(-1)
-            - F.softplus(phi_m).sum(-1)
+            -softplus(phi_c).sum(-1)
+            - softplus(phi_m).sum(-1)
             - v @ self.b_visible
             + 0.5 * (v * v).sum(-1)
         )

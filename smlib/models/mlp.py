@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from smlib._checks import check_choice
-from smlib.models.base import EnergyModel, ScoreModel, _check_input
+from smlib.models.base import EnergyModel, ScoreModel, _check_input, softplus
 
 __all__ = ["MLPEnergy", "ScoreMLP", "ACTIVATIONS"]
 
@@ -23,7 +23,7 @@ def _tanh(z):
 
 def _softplus(z):
     s = torch.sigmoid(z)
-    return F.softplus(z), s, s * (1 - s)
+    return softplus(z), s, s * (1 - s)
 
 
 def _elu(z):
@@ -69,7 +69,7 @@ ACTIVATIONS = {
 }
 _FAST = {
     "tanh": torch.tanh,
-    "softplus": F.softplus,
+    "softplus": softplus,
     "elu": F.elu,
     "swish": F.silu,
     "silu": F.silu,
@@ -142,7 +142,7 @@ class MLPEnergy(_MLPBody, EnergyModel):
         self._build(dim, hidden, activation, 1)
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
-        """E(x), shape (B,)."""
+        """E(x) = w_outᵀ h^(L)(x) + b_out (DEEN eq. 24), shape (B,)."""
         _check_input(self, x)
         return self.out(self.features(x)).squeeze(-1)
 

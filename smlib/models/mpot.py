@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from smlib.models.base import (
@@ -14,6 +13,7 @@ from smlib.models.base import (
     rho_bernoulli,
     sample_gamma,
     sample_gated_gaussian,
+    softplus,
 )
 
 __all__ = ["MPoT"]
@@ -150,18 +150,21 @@ class MPoT(LatentGaussianModel):
         return cov + mean + 0.5 * (v * v).sum(-1) - v @ self.b_visible
 
     def free_energy(self, v: torch.Tensor) -> torch.Tensor:
-        """F(v) = γ Σ_k log(1 + ½u_k²) − Σ_j softplus(φ^m_j) − b^v·v + ½‖v‖² − n_cov log Γ(γ)."""
+        """F(v) = γ Σ_k log(1 + ½u_k²) − Σ_j softplus(φ^m_j) − b^v·v + ½‖v‖² − n_cov log Γ(γ), shape (B,).
+
+        Swersky et al. (2011), eq. 14, plus the constant −n_cov log Γ(γ) (see the class docstring).
+        """
         _, rate, phi_m = self._parts(v)
         return (
             self.gamma * torch.log(rate).sum(-1)
-            - F.softplus(phi_m).sum(-1)
+            - softplus(phi_m).sum(-1)
             - v @ self.b_visible
             + 0.5 * (v * v).sum(-1)
             - self.n_cov * torch.lgamma(self.gamma)
         )
 
     def score(self, v: torch.Tensor) -> torch.Tensor:
-        """ψ = −C(ĥ^c ⊙ u) + W ĥ^m + b^v − v, shape (B, n_visible)."""
+        """ψ = −C(ĥ^c ⊙ u) + W ĥ^m + b^v − v (Swersky et al. 2011, eqs. 15–16), shape (B, n_visible)."""
         u, rate, phi_m = self._parts(v)
         return -((self.gamma / rate) * u) @ self.C.T + torch.sigmoid(phi_m) @ self.W.T + self.b_visible - v
 
