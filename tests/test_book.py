@@ -15,8 +15,14 @@ CHAPTERS = sorted((ROOT / "chapters").glob("*.md"))
 def _toc_files() -> list[str]:
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries:
+            files.append(entry["file"])
+            walk(entry.get("sections", []))
+
     for part in toc["parts"]:
-        files += [c["file"] for c in part["chapters"]]
+        walk(part["chapters"])
     return files
 
 
