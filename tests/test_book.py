@@ -57,3 +57,19 @@ def test_config_serves_mathjax_locally():
     assert not path.startswith(("http:", "https:", "//")), "MathJax must be served locally"
     assert cfg["execute"]["allow_errors"] is False
     assert "timeout" in cfg["execute"]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_every_parameter_is_seen_by_papermill(path):
+    """papermill silently skips a parameters line it cannot parse; then `-p name` would be refused."""
+    import ast
+
+    from smlib.rerun import chapter_parameters
+
+    nb = jupytext.read(path)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    if not tagged:
+        pytest.skip("no parameters cell")
+    assigned = {t.id for node in ast.parse(tagged[0].source).body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+    assert set(chapter_parameters(path)) == assigned
