@@ -270,18 +270,31 @@ def jacobian(score_fn, x):
     Vectorised: one batched backward pass over the d basis vectors (``is_grads_batched``),
     falling back to d backward passes if an op does not support it. Rows are independent
     across the batch because ψ acts on each sample separately.
+
+    A score that does not depend on x (a linear energy E = θᵀx, ψ = −θ, or a constant field)
+    has J = 0 exactly; zeros are returned instead of autograd's "not used in the graph" error
+    (``allow_unused=True``; the zeros are built here, with the batch dimension, because
+    ``materialize_grads`` drops it under ``is_grads_batched``).
     """
     f = _score_fn(score_fn)
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         psi = f(x)
         B, d = psi.shape
-        eye = torch.eye(d, dtype=psi.dtype, device=psi.device)
-        basis = eye[:, None, :].expand(d, B, d)
-        try:
-            (rows,) = torch.autograd.grad(psi, x, grad_outputs=basis, is_grads_batched=True, retain_graph=True)
-        except RuntimeError:
-            rows = torch.stack([torch.autograd.grad(psi[:, i].sum(), x, retain_graph=True)[0] for i in range(d)])
+        rows = None
+        if psi.requires_grad:
+            eye = torch.eye(d, dtype=psi.dtype, device=psi.device)
+            basis = eye[:, None, :].expand(d, B, d)
+            try:
+                (rows,) = torch.autograd.grad(
+                    psi, x, grad_outputs=basis, is_grads_batched=True, retain_graph=True, allow_unused=True
+                )
+            except RuntimeError:
+                cols = [torch.autograd.grad(psi[:, i].sum(), x, retain_graph=True, allow_unused=True)[0]
+                        for i in range(d)]
+                rows = torch.stack([torch.zeros_like(x) if g is None else g for g in cols])
+        if rows is None:  # ψ has no path to x: its Jacobian is zero
+            rows = torch.zeros(d, *x.shape, dtype=x.dtype, device=x.device)
     return rows.permute(1, 0, 2).detach()
 
 

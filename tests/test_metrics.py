@@ -126,6 +126,44 @@ def test_jacobian_and_asymmetry():
     assert metrics.jacobian_asymmetry(net, x).max() < 1e-12
 
 
+class _LinearEnergy(torch.nn.Module):
+    """E(x) = θᵀx: its score ψ = −θ does not depend on x (no path to x in the score's graph)."""
+
+    def __init__(self, theta):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.as_tensor(theta, dtype=DT))
+        self.dim = self.theta.numel()
+
+    def energy(self, x):
+        return x @ self.theta
+
+    def score(self, x):
+        return -self.theta.expand(x.shape[0], self.dim)
+
+
+@pytest.mark.parametrize("field", ["linear_energy", "constant_callable"])
+def test_jacobian_curl_and_asymmetry_of_an_x_independent_score_are_zero(field):
+    # regression: autograd raised "One of the differentiated Tensors appears to not have been used in
+    # the graph" (ψ = −θ) or "does not require grad" (a constant field) instead of returning J = 0
+    x = torch.randn(6, 2, generator=gen(9))
+    score = _LinearEnergy([0.3, -1.2]) if field == "linear_energy" else (lambda z: torch.ones(len(z), 2))
+    J = metrics.jacobian(score, x)
+    assert J.shape == (6, 2, 2) and J.dtype == DT and torch.equal(J, torch.zeros(6, 2, 2))
+    curl = metrics.curl_2d(score, ((-1, 1, -1, 1), 3))
+    assert curl.shape == (3, 3) and torch.equal(curl, torch.zeros(3, 3))
+    asym = metrics.jacobian_asymmetry(score, x)
+    assert asym.shape == (6,) and torch.equal(asym, torch.zeros(6))
+
+
+def test_jacobian_of_a_score_that_ignores_some_coordinates():
+    # ψ₁ = −x₁², ψ₂ = 5 (constant), ψ₃ = 0 · x₂: only ∂ψ₁/∂x₁ is non-zero
+    x = torch.randn(4, 3, generator=gen(10))
+    J = metrics.jacobian(lambda z: torch.stack([-z[:, 0] ** 2, torch.full_like(z[:, 0], 5.0), 0 * z[:, 1]], 1), x)
+    expected = torch.zeros(4, 3, 3)
+    expected[:, 0, 0] = -2 * x[:, 0]
+    assert torch.equal(J, expected)
+
+
 def test_fisher_divergence_zero_at_truth_and_known_offset():
     model = Gaussian([0.0, 0.0], COV)
     x = torch.randn(30, 2, generator=gen(6))

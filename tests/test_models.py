@@ -13,7 +13,7 @@ import torch
 from scipy import integrate
 
 from smlib.models import DAEEnergy, GaussianEnergy, GRBM, MCRBM, MLPEnergy, MPoT, ScoreMLP, ACTIVATIONS
-from smlib.models.base import sample_gamma
+from smlib.models.base import EnergyModel, sample_gamma
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -183,6 +183,34 @@ def test_no_grad_score_is_detached_and_grad_score_is_differentiable_in_theta():
     assert s.requires_grad
     s.sum().backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if n != "out.bias")
+
+
+class _ConstantEnergy(EnergyModel):
+    """E(x) = k, the same at every x (k a parameter or a buffer): ψ = −∇ₓE = 0."""
+
+    def __init__(self, dim, learn):
+        super().__init__(dim)
+        if learn:
+            self.k = torch.nn.Parameter(torch.tensor(0.5))
+        else:
+            self.register_buffer("k", torch.tensor(0.5))
+
+    def energy(self, x):
+        return self.k.expand(x.shape[0])
+
+
+@pytest.mark.parametrize("learn", [True, False], ids=["parameter", "buffer"])
+@pytest.mark.parametrize("x_requires_grad", [False, True])
+def test_autograd_score_of_an_x_independent_energy_is_zero(learn, x_requires_grad):
+    # regression: EnergyModel.score raised "One of the differentiated Tensors appears to not have been
+    # used in the graph" (k a parameter) or "does not require grad" (k a buffer) instead of ψ = 0
+    model = _ConstantEnergy(3, learn)
+    x = torch.randn(5, 3).requires_grad_(x_requires_grad)
+    s = model.score(x)
+    assert s.shape == (5, 3) and s.dtype == x.dtype and torch.equal(s, torch.zeros(5, 3))
+    with torch.no_grad():
+        s0 = model.score(x)
+    assert torch.equal(s0, torch.zeros(5, 3)) and not s0.requires_grad
 
 
 # ------------------------------------------------------------------ reconstructions

@@ -89,12 +89,22 @@ class EnergyModel(nn.Module):
         return self.energy(x)
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
-        """Score ψ(x) = −∇ₓE(x) by autograd, shape (B, d) (differentiable in θ and x)."""
+        """Score ψ(x) = −∇ₓE(x) by autograd, shape (B, d) (differentiable in θ and x).
+
+        An energy that does not depend on x (a constant, e.g. E = θ) has ψ = 0 exactly: zeros
+        of x's shape and dtype are returned instead of autograd's "not used in the graph" /
+        "does not require grad" errors (``allow_unused=True``).
+        """
         _check_input(self, x)
         build_graph = torch.is_grad_enabled()
         with torch.enable_grad():
             x_ = x if x.requires_grad else x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.energy(x_).sum(), x_, create_graph=build_graph)
+            energy = self.energy(x_)
+            grad = None
+            if energy.requires_grad:
+                (grad,) = torch.autograd.grad(energy.sum(), x_, create_graph=build_graph, allow_unused=True)
+        if grad is None:  # E has no path to x: ∇ₓE = 0
+            return torch.zeros_like(x, memory_format=torch.contiguous_format)
         return -grad if build_graph else -grad.detach()
 
 
