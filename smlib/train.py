@@ -31,7 +31,7 @@ import torch
 from smlib import estimators as _estimators
 from smlib._checks import check_choice, check_data, check_nonnegative, check_positive
 
-__all__ = ["History", "fit", "OBJECTIVES", "resolve_objective", "save_checkpoint", "load_checkpoint"]
+__all__ = ["History", "fit", "fast_path_plan", "OBJECTIVES", "resolve_objective", "save_checkpoint", "load_checkpoint"]
 
 CHECKPOINT_FORMAT = "smlib.fit/1"
 
@@ -351,45 +351,49 @@ def _make_schedule(lr_schedule, opt, total):
 
 
 # ============================================================================================
-# the step (structured so that a compiled / CUDA-graph fast path can wrap `compute`)
+# the step: eager, or captured in a CUDA graph (smlib.fastpath)
 # ============================================================================================
-def _make_compute(model, loss_fn, optimizer):
-    """Forward + backward of one minibatch; no host synchronisation (compile-friendly)."""
+def _make_step(model, loss_fn, opt, params, grad_clip, label, plan, has_schedule, batch_shape):
+    """The callable ``step_fn(x, step, epoch) -> (loss, extras)`` that performs one whole update."""
+    from smlib import fastpath
 
-    def compute(x, step):
-        optimizer.zero_grad(set_to_none=True)
-        loss, extras = _split_output(loss_fn(model, x), step)
-        loss.backward()
-        return loss.detach(), extras
+    if plan.warn:
+        warnings.warn(fastpath.FastPathWarning(f"fit runs eagerly: {plan.reason}"), stacklevel=3)
+    if plan.mode == "cuda_graph":
+        return fastpath.GraphStep(model, loss_fn, opt, params, grad_clip, label,
+                                  batch_shape=batch_shape, has_schedule=has_schedule)
+    return fastpath.EagerStep(model, loss_fn, opt, params, grad_clip, label)
 
-    return compute
 
+def fast_path_plan(model, data, objective, *, fast="auto", device="auto", batch_size=128, drop_last=False,
+                   optimizer="adam", lr_schedule=None, **objective_kwargs):
+    """Which step :func:`fit` would use for these arguments, and why (no training, no CUDA call).
 
-def _maybe_fast(compute, fast, device):
-    """The CUDA fast path (``fast=True`` on a CUDA device): ``torch.compile`` of ``compute``.
+    Returns a :class:`smlib.fastpath.FastPathPlan` ``(mode, reason, warn)`` with ``mode`` in
+    ``{"cuda_graph", "eager"}``; ``warn`` says whether fit would emit a
+    :class:`smlib.fastpath.FastPathWarning` with ``reason``. The arguments mean what they mean
+    for :func:`fit` (``model`` is not used beyond what fit would check).
 
-    ``fast=False`` and ``fast="auto"`` run eagerly (``"auto"`` is reserved for choosing the fast
-    path automatically once it is benchmarked); on CPU every setting is eager. If compilation
-    fails (e.g. double backward, which the score-matching losses need), fit warns and falls back
-    to eager execution for the rest of the run.
+    Examples
+    --------
+    >>> fast_path_plan(model, x, "dsm", sigma=0.1, device="cuda").mode   # doctest: +SKIP
+    'cuda_graph'
+    >>> fast_path_plan(model, x, "pcd", n_chains=100, device="cuda").reason   # doctest: +SKIP
+    "objective 'pcd' (PCD) keeps state between steps ..."
     """
-    if fast not in (True, False, "auto"):
-        raise ValueError(f"fast must be True, False or 'auto', got {fast!r}")
-    if fast is not True or device.type != "cuda":
-        return compute
-    compiled = torch.compile(compute, mode="reduce-overhead")
-    state = {"ok": True}
+    from smlib import fastpath
 
-    def run(x, step):
-        if state["ok"]:
-            try:
-                return compiled(x, step)
-            except Exception as err:  # pragma: no cover - needs CUDA
-                warnings.warn(f"fast path disabled ({type(err).__name__}: {err}); continuing eagerly", stacklevel=2)
-                state["ok"] = False
-        return compute(x, step)
-
-    return run
+    fastpath._check_fast(fast)
+    device = _resolve_device(device)
+    _, label, stateful = resolve_objective(objective, **objective_kwargs)
+    data = _as_tensor_data(data)
+    tensor = isinstance(data, torch.Tensor)
+    if not isinstance(optimizer, str):  # fit decides on the optimiser instance a callable builds
+        optimizer = _make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], 1e-3, 0.9, 0.0)
+    return fastpath.plan(fast, device, label=label, named=isinstance(objective, str), stateful=stateful,
+                         optimizer=optimizer,
+                         has_schedule=lr_schedule not in (None, "constant"), tensor_data=tensor,
+                         n_rows=data.shape[0] if tensor else None, batch_size=batch_size, drop_last=drop_last)
 
 
 def _guard(model, loss, step, epoch, label):
@@ -510,14 +514,23 @@ def fit(
         random numbers without breaking exact resume.
     callback_every : int, optional
     drop_last : bool
-        Drop the last incomplete batch of each epoch (tensor data).
+        Drop the last incomplete batch of each epoch (tensor data). Without it, that batch is
+        trained on (eagerly, on the CUDA fast path).
     grad_clip : float, optional
         Clip the global gradient norm to this value.
     fast : {"auto", True, False}
-        CUDA fast path (``torch.compile(mode="reduce-overhead")`` of the forward/backward step)
-        when True on a CUDA device; a no-op on CPU. ``"auto"`` currently means eager.
-        Experimental: not yet benchmarked (CI has no GPU); falls back to eager with a warning
-        if compilation fails. The NaN/Inf guard synchronises with the device once per step.
+        The CUDA fast path (:mod:`smlib.fastpath`): the whole step (loss, backward, guard
+        flags, optimiser update) captured in a CUDA graph and replayed, with the same results
+        semantics as the eager loop (same guard and error messages, same checkpoints).
+        ``"auto"`` (default) uses it on a CUDA device for tensor data with a stateless named
+        objective and Adam/AdamW/SGD (SGD without a schedule); ``True`` also tries custom
+        objectives and iterable data; ``False`` is always eager. CPU is always eager. Where a
+        fast path was asked for but does not apply (an MCMC estimator, a custom optimiser, ...)
+        fit warns with the reason (:class:`smlib.fastpath.FastPathWarning`);
+        :func:`fast_path_plan` tells in advance. On the fast path the first 2 full-size steps
+        run eagerly (warm-up) and the last partial batch of each epoch runs eagerly
+        (``drop_last=True`` drops it); after ``resume`` the graph is captured anew from the
+        loaded state.
     **objective_kwargs
         Options of a named objective (or extra keywords for a callable one).
 
@@ -557,6 +570,9 @@ def fit(
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     device = _resolve_device(device)
+    from smlib import fastpath
+
+    fastpath._check_fast(fast)
     loss_fn, label, stateful = resolve_objective(objective, **objective_kwargs)
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -633,7 +649,7 @@ def fit(
             "log_window": {"acc": {k: v.detach().cpu() for k, v in acc.items()}, "n": n_acc},
             "perm": None if batches.perm is None else batches.perm.cpu(),
             "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
+            "optimizer": step_fn.optimizer_state_dict(),  # portable (no capturable flag / tensor lr)
             "scheduler": None if sched is None else sched.state_dict(),
             "objective_state": None if stateful is None else stateful.state_dict(),
             "rng": {
@@ -657,7 +673,13 @@ def fit(
     # ---------------------------------------------------------------- loop
     from tqdm.auto import tqdm
 
-    compute = _maybe_fast(_make_compute(model, loss_fn, opt), fast, device)
+    plan = fastpath.plan(fast, device, label=label, named=isinstance(objective, str), stateful=stateful,
+                         optimizer=opt, has_schedule=sched is not None,
+                         tensor_data=isinstance(batches, _TensorBatches),
+                         n_rows=getattr(batches, "n", None), batch_size=batch_size, drop_last=drop_last)
+    # built after a checkpoint is loaded: a captured graph holds the loaded tensors
+    step_fn = _make_step(model, loss_fn, opt, params, grad_clip, label, plan, sched is not None,
+                         (batches.batch_size, batches.data.shape[1]) if isinstance(batches, _TensorBatches) else None)
     model.train()
     bar = tqdm(total=total, initial=step, disable=not progress, desc=f"fit[{label}]", leave=True)
     acc, n_acc = log_acc, log_n
@@ -667,15 +689,11 @@ def fit(
         while not finished():
             step_at_epoch_start = step
             for x in batches.epoch(start_batch):
-                loss, extras = compute(x, step + 1)
-                _guard(model, loss, step + 1, epoch, label)
-                if grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
-                opt.step()
+                # loss, backward, guard, clip, optimizer step (eager or one CUDA-graph replay)
+                loss, extras = step_fn(x, step + 1, epoch)
                 if sched is not None:
                     sched.step()
                 step += 1
-                _guard_params(model, step, epoch, label)
                 # -- logging (window means)
                 for k, v in {"loss": loss, **extras}.items():
                     acc[k] = acc.get(k, 0.0) + v.to(torch.float64)
