@@ -5,13 +5,13 @@ A "training step" is loss + backward + Adam update, float32, unless a row says o
 from __future__ import annotations
 
 import statistics
-import time
 import traceback
 import warnings
 
 import torch
 
 from bench import reference
+from bench import timing
 from bench.timing import sync, time_group
 from smlib import fastpath, models, objectives, train
 from smlib.ensemble import fit_ensemble
@@ -96,23 +96,6 @@ def exact_sm(networks, device, reps):
 
 
 # ------------------------------------------------------------------------------------------ training loop
-def _per_step_group(runs, n_short, n_long, device, reps):
-    """Marginal per-step times of several ``run(n_steps)``, interleaved (see timing.per_step_ms)."""
-    out = {k: [] for k in runs}
-    for _ in range(reps):
-        for k, run in runs.items():
-            sync(device)
-            t0 = time.perf_counter()
-            run(n_short)
-            sync(device)
-            t1 = time.perf_counter()
-            run(n_long)
-            sync(device)
-            t2 = time.perf_counter()
-            out[k].append(1e3 * ((t2 - t1) - (t1 - t0)) / (n_long - n_short))
-    return {k: statistics.median(v) for k, v in out.items()}
-
-
 def _fit_run(model, data, objective, batch, **kw):
     """run(n): n steps of fit; fast-path warnings (a fallback, a failed capture) are kept in run.warnings."""
 
@@ -193,13 +176,13 @@ def training_loop(networks, device, reps, seconds):
                     row["compile_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
                     traceback.print_exc(limit=2)
             try:
-                row.update(_per_step_group(runs, n_short, n_long, device, reps))
+                row.update(timing.per_step_ms(runs, n_short, n_long, device, reps))
             except Exception as err:  # noqa: BLE001 - compile may fail only when run
                 if "compile_ms" not in runs:
                     raise
                 row["compile_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
                 runs.pop("compile_ms")
-                row.update(_per_step_group(runs, n_short, n_long, device, reps))
+                row.update(timing.per_step_ms(runs, n_short, n_long, device, reps))
             if runs["fit_ms"].warnings:
                 row["fit_warnings"] = runs["fit_ms"].warnings
             row["eager_loop_over_fit"] = row["eager_loop_ms"] / row["fit_ms"]
@@ -261,7 +244,7 @@ def ensemble(device, reps, sizes, n_short, n_long):
         def seq_eager(n, seeds=seeds):
             reference.sequential_members(make, seeds, data, _dsm, n, batch)
 
-        times = _per_step_group({"ensemble_ms": ens, "sequential_fit_ms": seq_fit, "sequential_eager_ms": seq_eager},
+        times = timing.per_step_ms({"ensemble_ms": ens, "sequential_fit_ms": seq_fit, "sequential_eager_ms": seq_eager},
                                 n_short, n_long, device, reps)
         row = {"network": "2-32-32-32-1", "batch": batch, "objective": "dsm", "n_models": M, **times}
         row["speedup_vs_sequential_fit"] = row["sequential_fit_ms"] / row["ensemble_ms"]

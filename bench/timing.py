@@ -49,24 +49,26 @@ def time_group(fns: dict, device, *, reps: int = 10, warmup: int = 2, budget_s: 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def per_step_ms(run, n_short: int, n_long: int, device, *, reps: int = 3) -> float:
-    """Marginal time per step of ``run(n_steps)``: (t(n_long) − t(n_short)) / (n_long − n_short).
+def per_step_ms(runs: dict, n_short: int, n_long: int, device, *, reps: int = 3) -> dict:
+    """Marginal time per step of each ``run(n_steps)``: (t(n_long) − t(n_short)) / (n_long − n_short).
 
     Set-up costs paid once per call (optimiser creation, CUDA-graph capture, warm-up steps)
-    cancel out; the median over ``reps`` pairs is returned.
+    cancel out. The runs are interleaved so that a change of machine load hits them alike; the
+    median over ``reps`` pairs is returned for each key of ``runs``.
     """
-    out = []
+    out = {k: [] for k in runs}
     for _ in range(reps):
-        sync(device)
-        t0 = time.perf_counter()
-        run(n_short)
-        sync(device)
-        t1 = time.perf_counter()
-        run(n_long)
-        sync(device)
-        t2 = time.perf_counter()
-        out.append(1e3 * ((t2 - t1) - (t1 - t0)) / (n_long - n_short))
-    return statistics.median(out)
+        for k, run in runs.items():
+            sync(device)
+            t0 = time.perf_counter()
+            run(n_short)
+            sync(device)
+            t1 = time.perf_counter()
+            run(n_long)
+            sync(device)
+            t2 = time.perf_counter()
+            out[k].append(1e3 * ((t2 - t1) - (t1 - t0)) / (n_long - n_short))
+    return {k: statistics.median(v) for k, v in out.items()}
 
 
 def machine(device) -> dict:

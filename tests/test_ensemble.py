@@ -7,12 +7,7 @@ from smlib.ensemble import fit_ensemble
 from smlib.models import MLPEnergy
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # every test in float64 (conftest.py)
 
 
 def data2d(n=40, seed=0):

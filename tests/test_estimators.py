@@ -13,12 +13,7 @@ from smlib.models import GRBM
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(DT)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # every test in float64 (conftest.py)
 
 
 def tiny_grbm():

@@ -12,19 +12,13 @@ import pytest
 import torch
 from scipy import integrate
 
+from helpers import randomize
 from smlib.models import DAEEnergy, GaussianEnergy, GRBM, MCRBM, MLPEnergy, MPoT, ScoreMLP, ACTIVATIONS
 from smlib.models.base import EnergyModel, sample_gamma
 
 pytestmark = pytest.mark.usefixtures("float64")
 
 
-def randomize(model, scale=0.5, seed=0):
-    """Move every parameter away from its (often symmetric / zero) initialisation."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return model
 
 
 MODELS = {

@@ -9,6 +9,8 @@ import math
 import pytest
 import torch
 
+from helpers import randomize
+
 from smlib import _checks, objectives as O
 from smlib.models import DAEEnergy, EnergyModel, GaussianEnergy, GRBM, MCRBM, MLPEnergy, MPoT, ScoreMLP
 
@@ -31,12 +33,6 @@ class Quadratic(EnergyModel):
         return 0.5 * (self.a * (x - self.mu) ** 2).sum(-1)
 
 
-def randomize(model, scale=0.5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return model
 
 
 def isotropic_batch(B, d, seed=0):

@@ -14,12 +14,7 @@ from smlib import samplers
 from smlib.models import GRBM
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # every test in float64 (conftest.py)
 
 
 MU = torch.tensor([1.0, -2.0], dtype=torch.float64)
