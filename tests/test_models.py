@@ -14,7 +14,14 @@ from scipy import integrate
 
 from helpers import randomize
 from smlib.models import DAEEnergy, GaussianEnergy, GRBM, MCRBM, MLPEnergy, MPoT, ScoreMLP, ACTIVATIONS
-from smlib.models.base import EnergyModel, sample_gamma
+from smlib.models.base import (
+    EnergyModel,
+    _gated_gaussian_affine,
+    _gated_noise_dim,
+    gated_gaussian_mean,
+    sample_gamma,
+    sample_gated_gaussian,
+)
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -753,3 +760,90 @@ def test_grbm_sample_exact_picks_the_right_mode_and_is_limited(gen):
     assert abs(float(x.std()) - 0.5) < 0.01
     with pytest.raises(ValueError, match="n_hidden=21 exceeds"):
         GRBM(2, 21).sample_exact(3)
+
+
+# ------------------------------------------------------------------ gated Gaussian v | h: Woodbury vs dense
+def gated_problem(d, n_filters, batch=4, seed=0):
+    """Random C (d, K), s ≥ 0 with some exact zeros, m (B, d); float64."""
+    g = torch.Generator().manual_seed(seed)
+    C = torch.randn(d, n_filters, generator=g) * 0.8
+    s = torch.rand(batch, n_filters, generator=g) * 3
+    s[0, 0] = 0.0  # a switched-off filter (mcRBM h^c = 0)
+    m = torch.randn(batch, d, generator=g)
+    omega = torch.eye(d) + (C * s[:, None, :]) @ C.T
+    return C, s, m, omega
+
+
+@pytest.mark.parametrize("d, n_filters", [(7, 3), (6, 1), (4, 4), (3, 5)])
+def test_gated_gaussian_mean_routes_agree(d, n_filters):
+    C, s, m, omega = gated_problem(d, n_filters)
+    truth = torch.linalg.solve(omega, m.unsqueeze(-1)).squeeze(-1)
+    means = {meth: gated_gaussian_mean(C, s, m, method=meth) for meth in ("dense", "woodbury", "auto")}
+    for mu in means.values():
+        torch.testing.assert_close(mu, truth, atol=1e-10, rtol=0)
+    auto_route = "woodbury" if n_filters < d else "dense"
+    assert torch.equal(means["auto"], means[auto_route])
+
+
+def test_gated_gaussian_mean_gradients_agree_at_zero_scale():
+    """The Woodbury solve needs no √s, so its gradient is finite at s = 0 and equals the dense one."""
+    C, s, m, _ = gated_problem(7, 3)
+    grads = {}
+    for meth in ("dense", "woodbury"):
+        Cg, sg, mg = (t.clone().requires_grad_() for t in (C, s, m))
+        gated_gaussian_mean(Cg, sg, mg, method=meth).pow(2).sum().backward()
+        grads[meth] = (Cg.grad, sg.grad, mg.grad)
+    for a, b in zip(grads["dense"], grads["woodbury"]):
+        assert torch.isfinite(b).all()
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["dense", "woodbury"])
+def test_gated_gaussian_sampler_linear_map_is_exact(method):
+    """v = Ω⁻¹m + Tε is affine in the noise ε ~ N(0, I): read T off basis vectors and check TTᵀ = Ω⁻¹.
+
+    This pins the sampler's distribution exactly (mean and covariance analytically from the map),
+    with no Monte Carlo error.
+    """
+    d, n_filters = 7, 3
+    C, s, m, omega = gated_problem(d, n_filters, batch=1)
+    k = _gated_noise_dim(C, method)
+    assert k == (d + n_filters if method == "woodbury" else d)
+    s_k, m_k = s.expand(k, -1), m.expand(k, -1)
+    offset = _gated_gaussian_affine(C, s_k, m_k, torch.zeros(k, k), method)
+    T = (_gated_gaussian_affine(C, s_k, m_k, torch.eye(k), method) - offset).T  # (d, k): column j = T e_j
+    torch.testing.assert_close(offset, torch.linalg.solve(omega[0], m[0]).expand(k, -1), atol=1e-10, rtol=0)
+    torch.testing.assert_close(T @ T.T, torch.linalg.inv(omega[0]), atol=1e-10, rtol=0)
+    # the public sampler is this map applied to its generator's standard normals
+    B = 5
+    s_b, m_b = s.expand(B, -1), m.expand(B, -1)
+    g = torch.Generator().manual_seed(3)
+    noise = torch.randn(B, d, generator=g)
+    if method == "woodbury":
+        noise = torch.cat([noise, torch.randn(B, n_filters, generator=g)], dim=1)
+    v = sample_gated_gaussian(C, s_b, m_b, torch.Generator().manual_seed(3), method=method)
+    torch.testing.assert_close(v, _gated_gaussian_affine(C, s_b, m_b, noise, method), atol=1e-12, rtol=0)
+
+
+def test_gated_gaussian_rejects_bad_input():
+    C, s, m, _ = gated_problem(5, 2)
+    with pytest.raises(ValueError, match="method"):
+        gated_gaussian_mean(C, s, m, method="lu")
+    with pytest.raises(ValueError, match="s must be >= 0"):
+        sample_gated_gaussian(C, -s, m)
+
+
+@pytest.mark.parametrize("factory", [lambda: MCRBM(6, 3, 2, 2), lambda: MPoT(6, n_cov=2, n_mean=3, gamma=1.3)])
+def test_models_with_few_filters_use_the_exact_conditional(factory, gen):
+    """mcRBM/mPoT with K < d (Woodbury route): E[v|h] equals the dense Ω⁻¹m, samples are exact draws."""
+    torch.manual_seed(2)
+    model = randomize(factory(), seed=2)
+    with torch.no_grad():
+        h = model.sample_h(torch.randn(4, model.dim), generator=gen)
+        s = -(h[0] @ model.P.T) if isinstance(model, MCRBM) else h[0]
+        m = model.b_visible + h[1] @ model.W.T
+        torch.testing.assert_close(model.mean_v_given_h(h), gated_gaussian_mean(model.C, s, m, method="dense"),
+                                   atol=1e-10, rtol=0)
+        v = model.sample_v(h, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(v, sample_gated_gaussian(model.C, s, m, torch.Generator().manual_seed(1),
+                                                            method="woodbury"), atol=1e-12, rtol=0)
