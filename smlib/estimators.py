@@ -54,10 +54,6 @@ def _check_int(name, value, minimum):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _check_pos(name, value, allow_zero=False):
-    (check_nonnegative if allow_zero else check_positive)(name, value)
-
-
 class MCMCEstimator:
     """Base class: negatives from ``k`` sampler transitions; see the module docstring.
 
@@ -96,9 +92,9 @@ class MCMCEstimator:
     ):
         _check_int("k", k, 0)
         check_choice("sampler", sampler, _SAMPLERS)
-        _check_pos("step_size", step_size)
+        check_positive("step_size", step_size)
         _check_int("n_leapfrog", n_leapfrog, 1)
-        _check_pos("noise_scale", noise_scale, allow_zero=True)
+        check_nonnegative("noise_scale", noise_scale)
         if not 0.0 < target_accept < 1.0:
             raise ValueError(f"target_accept must be in (0, 1), got {target_accept}")
         self.k = k
@@ -305,7 +301,7 @@ class FPCD(PCD):
 
     def __init__(self, n_chains=100, k=1, fast_lr=1e-2, fast_decay=0.95, **kwargs):
         super().__init__(n_chains, k, **kwargs)
-        _check_pos("fast_lr", fast_lr)
+        check_positive("fast_lr", fast_lr)
         if not 0.0 <= fast_decay < 1.0:
             raise ValueError(f"fast_decay must be in [0, 1), got {fast_decay!r}")
         self.fast_lr = float(fast_lr)
@@ -386,7 +382,7 @@ class LangevinCD(MCMCEstimator):
             n_steps = k
         _check_int("n_steps", n_steps, 1)
         super().__init__(n_steps, sampler="langevin", step_size=step_size, noise_scale=noise_scale, seed=seed)
-        _check_pos("init_noise", init_noise, allow_zero=True)
+        check_nonnegative("init_noise", init_noise)
         self.init_noise = float(init_noise)
 
     @property

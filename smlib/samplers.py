@@ -45,17 +45,9 @@ def _energy_fn(model):
     raise TypeError(f"expected an energy model or a callable energy function, got {type(model).__name__}")
 
 
-def _check_x0(x0, name="x0"):
-    check_data(x0, name)
-
-
 def _check_steps(n_steps, name="n_steps"):
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 0:
         raise ValueError(f"{name} must be an integer >= 0, got {n_steps!r}")
-
-
-def _check_step_size(step_size):
-    check_positive("step_size", step_size)
 
 
 def _randn_like(x, generator):
@@ -146,9 +138,9 @@ def langevin(model, x0, n_steps, step_size, generator=None, noise_scale=1.0):
     -------
     torch.Tensor, shape (n_chains, d), detached.
     """
-    _check_x0(x0)
+    check_data(x0, "x0")
     _check_steps(n_steps)
-    _check_step_size(step_size)
+    check_positive("step_size", step_size)
     check_nonnegative("noise_scale", noise_scale)
     x = x0.detach().clone()
     std = noise_scale * math.sqrt(2.0 * step_size)
@@ -189,9 +181,9 @@ def mala(model, x0, n_steps, step_size, generator=None, return_info=False):
     -------
     torch.Tensor (n_chains, d), detached; with ``return_info`` a tuple ``(x, info)``.
     """
-    _check_x0(x0)
+    check_data(x0, "x0")
     _check_steps(n_steps)
-    _check_step_size(step_size)
+    check_positive("step_size", step_size)
     h = float(step_size)
     x = x0.detach().clone()
     e_x, g_x = energy_and_grad(model, x)
@@ -297,10 +289,10 @@ def hmc(
     -------
     torch.Tensor (n_chains, d), detached; with ``return_info`` a tuple ``(x, info)``.
     """
-    _check_x0(x0)
+    check_data(x0, "x0")
     _check_steps(n_steps)
     _check_steps(n_leapfrog, "n_leapfrog")
-    _check_step_size(step_size)
+    check_positive("step_size", step_size)
     if not 0.0 < target_accept < 1.0:
         raise ValueError(f"target_accept must be in (0, 1), got {target_accept}")
     if n_adapt is None:
@@ -378,7 +370,7 @@ def gibbs(model, v0, k, generator=None):
     """
     if not hasattr(model, "gibbs_step"):
         raise TypeError(f"{type(model).__name__} has no gibbs_step(v, generator=None); use langevin/mala/hmc")
-    _check_x0(v0, "v0")
+    check_data(v0, "v0")
     _check_steps(k, "k")
     v = v0.detach().clone()
     for _ in range(k):

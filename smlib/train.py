@@ -20,6 +20,7 @@ Saremi et al. (2018) (DEEN: DSM with Adam, lr 1e-3).
 from __future__ import annotations
 
 import inspect
+import io
 import math
 import os
 import time
@@ -30,6 +31,7 @@ import torch
 
 from smlib import estimators as _estimators
 from smlib._checks import check_choice, check_data, check_nonnegative, check_positive
+from smlib.results import atomic_write_bytes
 
 __all__ = ["History", "fit", "fast_path_plan", "OBJECTIVES", "resolve_objective", "save_checkpoint", "load_checkpoint"]
 
@@ -218,23 +220,15 @@ def _split_output(out, step):
 # checkpoints
 # ============================================================================================
 def save_checkpoint(path, state: dict) -> None:
-    """Write ``state`` with ``torch.save`` atomically: temporary file, fsync, ``os.replace``.
+    """Write ``state`` with ``torch.save`` atomically (via `smlib.results.atomic_write_bytes`).
 
     A crash at any moment leaves either the previous checkpoint or the new one, never a torn
     file. The directory is fsynced too (where the OS allows) so the rename is durable.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
     try:
         fd = os.open(path.parent, os.O_RDONLY)
         try:

@@ -203,8 +203,7 @@ class LatentGaussianModel(EnergyModel):
         -------
         dict with keys ``reconstruction``, ``variance``, ``curvature``, ``total``.
         """
-        if reduction not in ("mean", "none"):
-            raise ValueError(f"unknown reduction {reduction!r}; choose one of 'mean', 'none'")
+        check_choice("reduction", reduction, ("mean", "none"))
         g, var, curv = self._theorem1_moments(v)
         terms = {
             "reconstruction": 0.5 * (g * g).sum(-1),

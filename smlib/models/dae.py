@@ -6,6 +6,7 @@ import math
 import torch
 from torch import nn
 
+from smlib._checks import check_positive
 from smlib.models.base import EnergyModel, _check_input, rho_bernoulli, softplus
 
 __all__ = ["DAEEnergy"]
@@ -42,8 +43,7 @@ class DAEEnergy(EnergyModel):
 
     def __init__(self, n_visible: int, n_hidden: int, sigma: float = 1.0, tied: bool = True):
         super().__init__(n_visible)
-        if not sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {sigma}")
+        sigma = check_positive("sigma", sigma)
         self.n_visible, self.n_hidden, self.tied = int(n_visible), int(n_hidden), bool(tied)
         self.has_energy = self.tied
         std = 1.0 / math.sqrt(n_visible + n_hidden)

@@ -7,6 +7,7 @@ import numbers
 import torch
 from torch import nn
 
+from smlib._checks import check_positive
 from smlib.models.base import LatentGaussianModel, _check_input, rho_bernoulli, softplus
 
 __all__ = ["GRBM"]
@@ -47,8 +48,7 @@ class GRBM(LatentGaussianModel):
         super().__init__(n_visible)
         if n_visible < 1 or n_hidden < 0:
             raise ValueError(f"need n_visible >= 1 and n_hidden >= 0, got {n_visible}, {n_hidden}")
-        if not sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {sigma}")
+        sigma = check_positive("sigma", sigma)
         self.n_visible, self.n_hidden = int(n_visible), int(n_hidden)
         std = 1.0 / math.sqrt(n_visible + n_hidden)
         self.W = nn.Parameter(std * torch.randn(n_visible, n_hidden))

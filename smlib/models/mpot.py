@@ -6,6 +6,7 @@ import math
 import torch
 from torch import nn
 
+from smlib._checks import check_positive
 from smlib.models.base import (
     LatentGaussianModel,
     _check_input,
@@ -77,8 +78,7 @@ class MPoT(LatentGaussianModel):
             raise ValueError("MPoT needs n_cov (number of covariance units / filters)")
         if min(n_visible, n_cov) < 1 or n_mean < 0:
             raise ValueError("need n_visible, n_cov >= 1 and n_mean >= 0")
-        if not gamma > 0:
-            raise ValueError(f"gamma must be > 0, got {gamma}")
+        gamma = check_positive("gamma", gamma)
         self.n_visible, self.n_cov, self.n_mean = int(n_visible), int(n_cov), int(n_mean)
         self.C = nn.Parameter(torch.randn(n_visible, n_cov) / math.sqrt(n_visible))
         self.W = nn.Parameter(torch.randn(n_visible, n_mean) / math.sqrt(n_visible + n_mean))
