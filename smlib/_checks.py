@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Iterable
 
 import torch
 
-__all__ = ["check_data", "check_positive", "check_nonnegative", "check_choice", "disabled"]
+__all__ = ["check_data", "check_positive", "check_nonnegative", "check_int", "check_choice", "disabled"]
 
 _ENABLED = True
 
@@ -119,6 +120,35 @@ def check_nonnegative(name: str, value) -> float:
     if not v >= 0:
         raise ValueError(f"{name} must be >= 0, got {v}")
     return v
+
+
+def check_int(name: str, value, minimum: int = 1) -> int:
+    """Raise ``ValueError("n_steps must be an integer >= 1, got 0")`` unless ``value`` is an integer ≥ ``minimum``.
+
+    Parameters
+    ----------
+    name : str
+        Name used in the error message.
+    value : object
+        The value to check. Python and NumPy integers are accepted; ``bool`` (although a
+        subclass of ``int``), floats (even integral ones such as ``3.0``), strings, tensors and
+        ``None`` are rejected.
+    minimum : int
+        Smallest allowed value (default 1: a positive count; use 0 for "may be zero").
+
+    Returns
+    -------
+    int
+        ``value`` as a plain Python ``int``.
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is not an integer or is smaller than ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def check_choice(name: str, value, choices: Iterable):

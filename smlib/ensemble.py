@@ -35,7 +35,7 @@ import time
 import torch
 from torch.func import functional_call, grad, grad_and_value, jvp, stack_module_state, vmap
 
-from smlib._checks import check_choice, check_data, check_positive
+from smlib._checks import check_choice, check_data, check_int, check_positive
 
 __all__ = ["fit_ensemble", "ENSEMBLE_OBJECTIVES"]
 
@@ -143,8 +143,7 @@ def fit_ensemble(make_model, n_models=None, data=None, objective="dsm", *, seeds
     if sigmas is not None:
         sigmas = _as_list("sigmas", sigmas, n_models)
         n_models = len(sigmas)
-    if isinstance(n_models, bool) or not isinstance(n_models, int) or n_models < 1:
-        raise ValueError(f"n_models must be a positive integer, got {n_models!r}")
+    n_models = check_int("n_models", n_models)
     seeds = list(range(n_models)) if seeds is None else seeds
     if len(seeds) != n_models:
         raise ValueError(f"seeds has {len(seeds)} entries but sigmas has {n_models}")
@@ -155,7 +154,8 @@ def fit_ensemble(make_model, n_models=None, data=None, objective="dsm", *, seeds
             sigmas = [sigma] * n_models
         sigmas = [check_positive("sigma", s) for s in sigmas]
     for name, v in (("n_steps", n_steps), ("batch_size", batch_size), ("log_every", log_every), ("n_slices", n_slices)):
-        _train._check_count(name, v)
+        if v is not None:
+            check_int(name, v)
     device = _train._resolve_device(device)
 
     members = []

@@ -42,16 +42,11 @@ import math
 import torch
 
 from smlib import samplers
-from smlib._checks import check_choice, check_data, check_nonnegative, check_positive
+from smlib._checks import check_choice, check_data, check_int, check_nonnegative, check_positive
 
 __all__ = ["MCMCEstimator", "CD", "PCD", "FPCD", "LangevinCD"]
 
 _SAMPLERS = ("auto", "gibbs", "langevin", "mala", "hmc")
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 class MCMCEstimator:
@@ -90,10 +85,10 @@ class MCMCEstimator:
         adapt=True,
         seed=None,
     ):
-        _check_int("k", k, 0)
+        k = check_int("k", k, 0)
         check_choice("sampler", sampler, _SAMPLERS)
         check_positive("step_size", step_size)
-        _check_int("n_leapfrog", n_leapfrog, 1)
+        n_leapfrog = check_int("n_leapfrog", n_leapfrog)
         check_nonnegative("noise_scale", noise_scale)
         if not 0.0 < target_accept < 1.0:
             raise ValueError(f"target_accept must be in (0, 1), got {target_accept}")
@@ -233,7 +228,7 @@ class PCD(MCMCEstimator):
 
     def __init__(self, n_chains=100, k=1, init="data", **kwargs):
         super().__init__(k, **kwargs)
-        _check_int("n_chains", n_chains, 1)
+        n_chains = check_int("n_chains", n_chains)
         check_choice("init", init, ("data", "noise"))
         self.n_chains = n_chains
         self.init = init
@@ -380,7 +375,7 @@ class LangevinCD(MCMCEstimator):
     def __init__(self, n_steps=1, step_size=0.01, noise_scale=1.0, init_noise=0.0, seed=None, k=None):
         if k is not None:  # alias: `fit(..., "langevin_cd", k=...)`, since fit's own n_steps is taken
             n_steps = k
-        _check_int("n_steps", n_steps, 1)
+        n_steps = check_int("n_steps", n_steps)
         super().__init__(n_steps, sampler="langevin", step_size=step_size, noise_scale=noise_scale, seed=seed)
         check_nonnegative("init_noise", init_noise)
         self.init_noise = float(init_noise)

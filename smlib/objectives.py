@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from smlib._checks import check_choice, check_data, check_nonnegative, check_positive
+from smlib._checks import check_choice, check_data, check_int, check_nonnegative, check_positive
 from smlib.models.base import EnergyModel
 
 __all__ = [
@@ -398,8 +398,7 @@ def ssm(
     check_choice("kind", kind, PROJECTIONS)
     B, d = x.shape
     if projections is None:
-        if isinstance(n_slices, bool) or not isinstance(n_slices, int) or n_slices < 1:
-            raise ValueError(f"n_slices must be a positive integer, got {n_slices!r}")
+        n_slices = check_int("n_slices", n_slices)
         v = sample_projections((n_slices, B, d), kind, x.dtype, x.device, generator)
     else:
         v = projections

@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from smlib._checks import check_data, check_nonnegative, check_positive
+from smlib._checks import check_data, check_int, check_nonnegative, check_positive
 
 __all__ = ["energy_and_grad", "score_detached", "langevin", "mala", "hmc", "gibbs", "robbins_monro"]
 
@@ -43,11 +43,6 @@ def _energy_fn(model):
     if callable(model):
         return model
     raise TypeError(f"expected an energy model or a callable energy function, got {type(model).__name__}")
-
-
-def _check_steps(n_steps, name="n_steps"):
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {n_steps!r}")
 
 
 def _randn_like(x, generator):
@@ -139,7 +134,7 @@ def langevin(model, x0, n_steps, step_size, generator=None, noise_scale=1.0):
     torch.Tensor, shape (n_chains, d), detached.
     """
     check_data(x0, "x0")
-    _check_steps(n_steps)
+    n_steps = check_int("n_steps", n_steps, 0)
     check_positive("step_size", step_size)
     check_nonnegative("noise_scale", noise_scale)
     x = x0.detach().clone()
@@ -182,7 +177,7 @@ def mala(model, x0, n_steps, step_size, generator=None, return_info=False):
     torch.Tensor (n_chains, d), detached; with ``return_info`` a tuple ``(x, info)``.
     """
     check_data(x0, "x0")
-    _check_steps(n_steps)
+    n_steps = check_int("n_steps", n_steps, 0)
     check_positive("step_size", step_size)
     h = float(step_size)
     x = x0.detach().clone()
@@ -290,8 +285,8 @@ def hmc(
     torch.Tensor (n_chains, d), detached; with ``return_info`` a tuple ``(x, info)``.
     """
     check_data(x0, "x0")
-    _check_steps(n_steps)
-    _check_steps(n_leapfrog, "n_leapfrog")
+    n_steps = check_int("n_steps", n_steps, 0)
+    n_leapfrog = check_int("n_leapfrog", n_leapfrog, 0)
     check_positive("step_size", step_size)
     if not 0.0 < target_accept < 1.0:
         raise ValueError(f"target_accept must be in (0, 1), got {target_accept}")
@@ -299,7 +294,7 @@ def hmc(
         n_adapt = n_steps // 2 if adapt else 0
     if not adapt:
         n_adapt = 0
-    _check_steps(n_adapt, "n_adapt")
+    n_adapt = check_int("n_adapt", n_adapt, 0)
     if not 0.0 <= jitter < 1.0:
         raise ValueError(f"jitter must be in [0, 1), got {jitter}")
     da = _DualAveraging(step_size, target_accept) if n_adapt > 0 else None
@@ -371,7 +366,7 @@ def gibbs(model, v0, k, generator=None):
     if not hasattr(model, "gibbs_step"):
         raise TypeError(f"{type(model).__name__} has no gibbs_step(v, generator=None); use langevin/mala/hmc")
     check_data(v0, "v0")
-    _check_steps(k, "k")
+    k = check_int("k", k, 0)
     v = v0.detach().clone()
     for _ in range(k):
         out = model.gibbs_step(v, generator=generator)

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from smlib import estimators as _estimators
-from smlib._checks import check_choice, check_data, check_nonnegative, check_positive
+from smlib._checks import check_choice, check_data, check_int, check_nonnegative, check_positive
 from smlib.results import atomic_write_bytes
 
 __all__ = ["History", "fit", "fast_path_plan", "OBJECTIVES", "resolve_objective", "save_checkpoint", "load_checkpoint"]
@@ -419,13 +419,6 @@ def _resolve_device(device):
         raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
 
 
-def _check_count(name, value):
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 # ============================================================================================
 # fit
 # ============================================================================================
@@ -549,7 +542,8 @@ def fit(
     for name, v in (("n_steps", n_steps), ("n_epochs", n_epochs), ("batch_size", batch_size),
                     ("log_every", log_every), ("checkpoint_every", checkpoint_every),
                     ("callback_every", callback_every)):
-        _check_count(name, v)
+        if v is not None:
+            check_int(name, v)
     check_positive("lr", lr)
     if weight_decay < 0 or momentum < 0:
         raise ValueError(f"weight_decay and momentum must be >= 0, got {weight_decay}, {momentum}")

@@ -127,7 +127,7 @@ def test_mixture_input_and_sample_errors():
     with pytest.raises(ValueError, match=r"shape \(B, 2\)"):
         gm.score(torch.zeros(2))
     for n in (0, -3, 2.5, True):
-        with pytest.raises(ValueError, match="positive integer"):
+        with pytest.raises(ValueError, match="n must be an integer >= 1"):
             gm.sample(n)
     with pytest.raises(ValueError, match="either seed or generator"):
         gm.sample(3, generator=torch.Generator(), seed=1)
@@ -183,7 +183,7 @@ def test_spiral_density_is_the_spiral():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: D.spiral(0), "positive integer"),
+    (lambda: D.spiral(0), "n must be an integer >= 1"),
     (lambda: D.spiral(10, noise=-0.1), "noise"),
     (lambda: D.spiral(10, turns=0), "turns"),
     (lambda: D.spiral(10, arms=0), "arms"),
@@ -483,7 +483,7 @@ def test_natural_patches_are_crops_in_chw_order():
     (lambda: D.natural_patches(5, gray=False, images=["skimage:grass"]), ValueError, "gray"),
     (lambda: D.natural_patches(5, log=True, log_eps=0), ValueError, "log_eps"),
     (lambda: D.load_natural_image("skimage:grass", gray=False), ValueError, "gray image"),
-    (lambda: D.natural_patches_split(5, 5, by="pixels"), ValueError, "by="),
+    (lambda: D.natural_patches_split(5, 5, by="pixels"), ValueError, "unknown by .pixels."),
     (lambda: D.natural_patches_split(5, 5, test_fraction=1.0), ValueError, "test_fraction"),
     (lambda: D.natural_patches_split(5, 5, by="draws", test_images=["pywt:aero"]), ValueError, "test_images"),
 ])

@@ -357,7 +357,7 @@ BAD = [
     (lambda: O.dsm(_M, _X, float("nan")), ValueError, "sigma must be finite"),
     (lambda: O.dsm(_M, _X, 0.1, noise=torch.randn(3, 3)), ValueError, "noise must have the shape"),
     (lambda: O.ssm(_M, _X, kind="uni"), ValueError, "unknown kind 'uni'; choose one of 'gaussian', 'rademacher', 'sphere'"),
-    (lambda: O.ssm(_M, _X, n_slices=0), ValueError, "n_slices must be a positive integer"),
+    (lambda: O.ssm(_M, _X, n_slices=0), ValueError, "n_slices must be an integer >= 1"),
     (lambda: O.ssm(_M, _X, projections=torch.randn(4, 2)), ValueError, "projections must have shape"),
     (lambda: O.kingma_lecun(_M, _X, -0.1), ValueError, "lam must be >= 0, got -0.1"),
     (lambda: O.hessian_trace(_M, _X, method="fd"), ValueError, "unknown method 'fd'"),

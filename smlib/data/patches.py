@@ -20,6 +20,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from smlib._checks import check_choice, check_int
+
 __all__ = [
     "NATURAL_IMAGES",
     "DEFAULT_SOURCES",
@@ -186,12 +188,6 @@ def _pool(sources, images, gray: bool, size: int) -> list[str]:
     return sorted(fits)
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _extract(keys, n, size, gray, log, log_eps, remove_mean, rng, out_dtype=np.float64) -> np.ndarray:
     """n patches, images chosen ∝ number of valid positions (= uniform over all patches).
 
@@ -269,8 +265,8 @@ def natural_patches(n: int, size: int = 16, gray: bool = True, log: bool = False
     -------
     torch.Tensor, shape (n, size²) or (n, 3·size²)
     """
-    n = _check_int("n", n, 1)
-    size = _check_int("size", size, 1)
+    n = check_int("n", n)
+    size = check_int("size", size)
     if not (isinstance(log_eps, (int, float)) and log_eps > 0):
         raise ValueError(f"log_eps must be > 0, got {log_eps!r}")
     keys = _pool(_check_sources(sources), images, gray, size)
@@ -315,11 +311,10 @@ def natural_patches_split(n_train: int, n_test: int, size: int = 16, gray: bool 
     train_images, test_images : list of str
         Only if ``return_images``.
     """
-    n_train = _check_int("n_train", n_train, 1)
-    n_test = _check_int("n_test", n_test, 1)
-    size = _check_int("size", size, 1)
-    if by not in ("images", "draws"):
-        raise ValueError(f"unknown split mode by={by!r}; choose 'images' or 'draws'")
+    n_train = check_int("n_train", n_train)
+    n_test = check_int("n_test", n_test)
+    size = check_int("size", size)
+    check_choice("by", by, ("images", "draws"))
     if not (isinstance(log_eps, (int, float)) and log_eps > 0):
         raise ValueError(f"log_eps must be > 0, got {log_eps!r}")
     pool = _pool(_check_sources(sources), None, gray, size)
@@ -383,8 +378,7 @@ class PatchWhitener:
     def __init__(self, keep: float = 0.99, method: str = "pca"):
         if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not (0 < keep <= 1):
             raise ValueError(f"keep must be in (0, 1], got {keep!r}")
-        if method not in ("pca", "zca"):
-            raise ValueError(f"unknown whitening method {method!r}; choose 'pca' or 'zca'")
+        check_choice("whitening method", method, ("pca", "zca"))
         self.keep = float(keep)
         self.method = method
         self.mean_ = None
@@ -485,8 +479,7 @@ class PatchWhitener:
           looking (whitening flattens the 1/f² spectrum).
         """
         self._require_fit()
-        if kind not in ("basis", "filter"):
-            raise ValueError(f"unknown kind {kind!r}; choose 'basis' or 'filter'")
+        check_choice("kind", kind, ("basis", "filter"))
         t, *back = self._to64(W, "W")
         n_in = self.n_components_ if self.method == "pca" else self.mean_.shape[0]
         if t.shape[0] != n_in:

@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from smlib._checks import check_int
+
 __all__ = [
     "GaussianMixture",
     "gaussian_mixture_2d",
@@ -30,12 +32,6 @@ __all__ = [
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _MAX_CHUNK_ELEMENTS = 1 << 22  # B·K·d elements per chunk in log_prob / score
-
-
-def _check_n(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    return n
 
 
 def _generator(seed, generator=None) -> torch.Generator | None:
@@ -201,7 +197,7 @@ class GaussianMixture:
         x : torch.Tensor, shape (n, d)
         labels : torch.Tensor, shape (n,), only if ``return_labels``
         """
-        n = _check_n(n)
+        n = check_int("n", n)
         g = _generator(seed, generator)
         k = torch.multinomial(self.weights, n, replacement=True, generator=g)
         eps = torch.randn(n, self.dim, generator=g, dtype=torch.float64)
@@ -341,8 +337,7 @@ def _check_spiral_args(noise, turns, radius, arms):
         raise ValueError(f"turns must be a finite number > 0, got {turns!r}")
     if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
         raise ValueError(f"radius must be a finite number > 0, got {radius!r}")
-    if isinstance(arms, bool) or not isinstance(arms, int) or arms < 1:
-        raise ValueError(f"arms must be a positive integer, got {arms!r}")
+    check_int("arms", arms)
 
 
 def _spiral_points(u: torch.Tensor, arm: torch.Tensor, turns: float, radius: float, arms: int) -> torch.Tensor:
@@ -391,7 +386,7 @@ def spiral(n: int, noise: float = 0.05, seed: int | torch.Generator | None = 0, 
     -------
     torch.Tensor, shape (n, 2)
     """
-    n = _check_n(n)
+    n = check_int("n", n)
     _check_spiral_args(noise, turns, radius, arms)
     g = _generator(seed)
     u = torch.rand(n, generator=g, dtype=torch.float64)
@@ -446,8 +441,8 @@ def spiral_density(noise: float = 0.05, *, turns: float = 2.0, radius: float = 1
         raise ValueError(f"noise must be > 0 for a density, got {noise!r}")
     if n_components is None:
         n_components = max(16, math.ceil(4.0 * _arc_length(turns, radius) / noise))
-    elif isinstance(n_components, bool) or not isinstance(n_components, int) or n_components <= 0:
-        raise ValueError(f"n_components must be a positive integer, got {n_components!r}")
+    else:
+        n_components = check_int("n_components", n_components)
     K = n_components
     u = ((torch.arange(K, dtype=torch.float64) + 0.5) / K).repeat(arms)
     arm = torch.arange(arms).repeat_interleave(K)

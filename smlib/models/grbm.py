@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import nn
 
-from smlib._checks import check_positive
+from smlib._checks import check_int, check_positive
 from smlib.models.base import LatentGaussianModel, _check_input, rho_bernoulli, softplus
 
 __all__ = ["GRBM"]
@@ -207,8 +206,7 @@ class GRBM(LatentGaussianModel):
         torch.Tensor (n, n_visible), detached.
         """
         self._check_enumerable("sample_exact")
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        n = check_int("n", n)
         log_w = torch.cat(list(self._hidden_log_weights()))
         probs = torch.softmax(log_w, dim=0)
         idx = torch.multinomial(probs, int(n), replacement=True, generator=generator)
