@@ -52,6 +52,18 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
     return F.softplus(x, beta=1.0, threshold=_SOFTPLUS_THRESHOLD.get(x.dtype, 20.0))
 
 
+def learnable_or_fixed(module: nn.Module, name: str, value: torch.Tensor, learn: bool) -> None:
+    """Attach ``value`` to ``module`` as parameter ``name`` when ``learn``, else as a buffer.
+
+    A buffer moves with ``.to()`` and is saved in ``state_dict`` but gets no gradient, so a fixed
+    σ, γ or precision costs nothing in the optimiser.
+    """
+    if learn:
+        setattr(module, name, nn.Parameter(value))
+    else:
+        module.register_buffer(name, value)
+
+
 def rho_bernoulli(p: torch.Tensor) -> torch.Tensor:
     """Variance of a Bernoulli(p) unit, ρ(p) = p(1 − p) (Swersky et al. 2011, eq. 12)."""
     return p * (1.0 - p)

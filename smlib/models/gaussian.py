@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from smlib.models.base import EnergyModel, _check_input
+from smlib.models.base import EnergyModel, _check_input, learnable_or_fixed
 
 __all__ = ["GaussianEnergy"]
 
@@ -65,10 +65,7 @@ class GaussianEnergy(EnergyModel):
         raw = torch.tril(L, -1) + torch.diag(torch.log(torch.diagonal(L)))
         self.fixed_precision = bool(fixed_precision)
         self.mu = nn.Parameter(mu)
-        if self.fixed_precision:
-            self.register_buffer("L_raw", raw)
-        else:
-            self.L_raw = nn.Parameter(raw)
+        learnable_or_fixed(self, "L_raw", raw, not self.fixed_precision)
 
     # ----------------------------------------------------------------- parametrisation
     @property

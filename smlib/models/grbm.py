@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from smlib._checks import check_int, check_positive
-from smlib.models.base import LatentGaussianModel, _check_input, rho_bernoulli, softplus
+from smlib.models.base import LatentGaussianModel, _check_input, learnable_or_fixed, rho_bernoulli, softplus
 
 __all__ = ["GRBM"]
 
@@ -54,10 +54,7 @@ class GRBM(LatentGaussianModel):
         self.b = nn.Parameter(torch.zeros(n_hidden))
         self.c = nn.Parameter(torch.zeros(n_visible))
         log_sigma = torch.tensor(math.log(sigma), dtype=torch.get_default_dtype())
-        if learn_sigma:
-            self.log_sigma = nn.Parameter(log_sigma)
-        else:
-            self.register_buffer("log_sigma", log_sigma)
+        learnable_or_fixed(self, "log_sigma", log_sigma, learn_sigma)
 
     @property
     def sigma(self) -> torch.Tensor:

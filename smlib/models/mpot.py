@@ -11,6 +11,7 @@ from smlib.models.base import (
     LatentGaussianModel,
     _check_input,
     gated_gaussian_mean,
+    learnable_or_fixed,
     rho_bernoulli,
     sample_gamma,
     sample_gated_gaussian,
@@ -85,10 +86,7 @@ class MPoT(LatentGaussianModel):
         self.b_mean = nn.Parameter(torch.zeros(n_mean))
         self.b_visible = nn.Parameter(torch.zeros(n_visible))
         log_gamma = torch.tensor(math.log(gamma), dtype=torch.get_default_dtype())
-        if learn_gamma:
-            self.log_gamma = nn.Parameter(log_gamma)
-        else:
-            self.register_buffer("log_gamma", log_gamma)
+        learnable_or_fixed(self, "log_gamma", log_gamma, learn_gamma)
 
     @property
     def n_factors(self) -> int:
