@@ -9,3 +9,15 @@ def randomize(model, scale=0.5, seed=0):
         for p in model.parameters():
             p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
     return model
+
+
+def assert_sample_moments(x, mean, cov, *, k_mean=5.0, k_cov=5.0):
+    """Sample mean and covariance of ``x`` (n, d) within k Gaussian standard errors of the truth.
+
+    Standard errors: sqrt(Σᵢᵢ/n) for a mean, sqrt((ΣᵢᵢΣⱼⱼ + Σᵢⱼ²)/n) for a covariance entry.
+    """
+    n = x.shape[0]
+    var = torch.diagonal(cov)
+    assert ((x.mean(0) - mean).abs() < k_mean * (var / n).sqrt()).all(), (x.mean(0), mean)
+    se_cov = ((var[:, None] * var[None, :] + cov**2) / n).sqrt()
+    assert ((torch.cov(x.T) - cov).abs() < k_cov * se_cov).all(), (torch.cov(x.T), cov)
