@@ -20,14 +20,6 @@ def sm_loop(model, x: torch.Tensor) -> torch.Tensor:
     return (0.5 * (grad * grad).sum(-1) - laplacian).mean()
 
 
-def dsm_loss(model, x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """DSM written out by hand: ½‖ψ(x + σε) + ε/σ‖², with ψ = −∇E by autograd."""
-    eps = torch.randn_like(x)
-    xt = (x + sigma * eps).requires_grad_(True)
-    grad = torch.autograd.grad(model.energy(xt).sum(), xt, create_graph=True)[0]
-    return 0.5 * ((-grad + eps / sigma) ** 2).sum(-1).mean()
-
-
 def eager_step(model, optimizer, loss_fn, x):
     """One plain eager training step: zero the gradients, loss, backward, update."""
     optimizer.zero_grad(set_to_none=True)
