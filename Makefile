@@ -22,6 +22,8 @@ STAMP       := $(VENV)/.installed
 
 export OMP_NUM_THREADS ?= 1
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
+# the book, the tests and reruns read and write recorded results here (smlib.book.results)
+export SMLIB_RESULTS_DIR ?= $(CURDIR)/results
 
 .PHONY: help venv book test unit chapters rerun browser-deps test-browser bench clean distclean
 
@@ -84,7 +86,7 @@ chapters: $(STAMP)
 rerun: $(STAMP)
 	@test -n "$(CHAPTER)" || { echo 'usage: make rerun CHAPTER=chapters/NN_name.md PARAMS="-p name value ..."'; exit 2; }
 	SMLIB_RERUN_COMMAND='make rerun CHAPTER=$(CHAPTER) PARAMS="$(PARAMS)"' \
-	    $(PY) -m smlib.rerun $(CHAPTER) $(PARAMS)
+	    $(PY) -m smlib.book.rerun $(CHAPTER) $(PARAMS)
 
 ## --- the built HTML in a real browser -------------------------------------------------------
 browser-deps:

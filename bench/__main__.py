@@ -22,8 +22,9 @@ import time
 
 import torch
 
-from bench import cases, timing
-from smlib import results
+from bench import cases
+from smlib.book import timing
+from smlib.book import results
 
 SECTIONS = ("exact_sm", "training_loop", "latent", "ensemble", "scaling")
 

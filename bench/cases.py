@@ -11,8 +11,8 @@ import warnings
 import torch
 
 from bench import reference
-from bench import timing
-from bench.timing import sync, time_group
+from smlib.book import timing
+from smlib.book.timing import time_group
 from smlib import fastpath, models, objectives, train
 from smlib.ensemble import fit_ensemble
 

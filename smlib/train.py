@@ -22,7 +22,6 @@ from __future__ import annotations
 import inspect
 import io
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 
 from smlib import estimators as _estimators
 from smlib._checks import check_choice, check_data, check_int, check_nonnegative, check_positive
-from smlib.results import atomic_write_bytes
+from smlib._io import atomic_write
 
 __all__ = ["History", "fit", "fast_path_plan", "OBJECTIVES", "resolve_objective", "save_checkpoint", "load_checkpoint"]
 
@@ -220,23 +219,14 @@ def _split_output(out, step):
 # checkpoints
 # ============================================================================================
 def save_checkpoint(path, state: dict) -> None:
-    """Write ``state`` with ``torch.save`` atomically (via `smlib.results.atomic_write_bytes`).
+    """Write ``state`` with ``torch.save`` atomically (`smlib._io.atomic_write`).
 
     A crash at any moment leaves either the previous checkpoint or the new one, never a torn
-    file. The directory is fsynced too (where the OS allows) so the rename is durable.
+    file; the directory is fsynced too (where the OS allows) so the rename is durable.
     """
-    path = Path(path)
     buf = io.BytesIO()
     torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # pragma: no cover - e.g. Windows
-        pass
+    atomic_write(Path(path), buf.getvalue(), what="checkpoint")
 
 
 def load_checkpoint(path) -> dict:

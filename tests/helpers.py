@@ -1,14 +1,12 @@
 """Small helpers shared by the unit tests (importable because pyproject puts tests/ on the path)."""
 import torch
 
+from smlib.book.helpers import randomise
+
 
 def randomize(model, scale=0.5, seed=0):
-    """Move every parameter away from its (often symmetric / zero) initialisation."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return model
+    """Move every parameter away from its (often symmetric / zero) initialisation (seeded)."""
+    return randomise(model, scale, generator=torch.Generator().manual_seed(seed), add=True)
 
 
 def assert_sample_moments(x, mean, cov, *, k_mean=5.0, k_cov=5.0):

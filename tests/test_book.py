@@ -64,7 +64,7 @@ def test_every_parameter_is_seen_by_papermill(path):
     """papermill silently skips a parameters line it cannot parse; then `-p name` would be refused."""
     import ast
 
-    from smlib.rerun import chapter_parameters
+    from smlib.book.rerun import chapter_parameters
 
     nb = jupytext.read(path)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]

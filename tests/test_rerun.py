@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from smlib import rerun
+from smlib.book import rerun
 
 CHAPTER = textwrap.dedent("""\
     ---

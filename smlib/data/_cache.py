@@ -8,12 +8,12 @@ leaves no half-written cache entry (the temporary file is removed on every error
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 import urllib.request
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
+
+from smlib._io import atomic_write, hasher
 
 __all__ = ["data_dir", "file_hash", "atomic_write", "verified", "download", "DataSourceError"]
 
@@ -48,74 +48,13 @@ def data_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return base / "smlib"
 
 
-def _hasher(algorithm: str):
-    if algorithm == "md5":
-        return hashlib.md5(usedforsecurity=False)
-    return hashlib.new(algorithm)
-
-
 def file_hash(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     """Hex digest of a file, read in 1 MiB chunks (``algorithm``: ``"sha256"`` or ``"md5"``)."""
-    h = _hasher(algorithm)
+    h = hasher(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def atomic_write(
-    path: str | os.PathLike,
-    chunks: bytes | Iterable[bytes],
-    *,
-    expected: str | None = None,
-    algorithm: str = "sha256",
-    what: str | None = None,
-) -> Path:
-    """Write bytes to ``path`` atomically, verifying their checksum before the file appears.
-
-    Parameters
-    ----------
-    path : str or path-like
-        Destination. Its folder is created if needed.
-    chunks : bytes or iterable of bytes
-        The content (an iterable is streamed, so large downloads never sit in memory at once).
-    expected : str, optional
-        Expected hex digest. On mismatch a :class:`ValueError` is raised and nothing is left
-        on disk. ``None`` skips the check.
-    algorithm : {"sha256", "md5"}
-        Hash used for ``expected``.
-    what : str, optional
-        Name used in the error message (default: the file name).
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(chunks, (bytes, bytearray, memoryview)):
-        chunks = (bytes(chunks),)
-    h = _hasher(algorithm)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                h.update(chunk)
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        if expected is not None and h.hexdigest() != expected.lower():
-            raise ValueError(
-                f"checksum mismatch for {what or path.name}: {algorithm} is {h.hexdigest()}, "
-                f"expected {expected.lower()} (the file is corrupt or not the published one; "
-                "nothing was written)"
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def verified(path: Path, expected: str | None, algorithm: str = "sha256") -> bool:

@@ -1,6 +1,6 @@
 """Recorded results: JSON + PNG under ``results/`` with provenance.
 
-A paper-scale rerun (a papermill run on a GPU, see ``smlib.rerun``) calls :func:`save` at its end;
+A paper-scale rerun (a papermill run on a GPU, see ``smlib.book.rerun``) calls :func:`save` at its end;
 the chapter's live CPU run calls :func:`load` to show the recorded numbers beside its own, labelled
 as recorded. Provenance answers *who made this, how, where, when and how long it took*.
 """
@@ -12,41 +12,43 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from smlib._io import atomic_write
 
 __all__ = ["results_dir", "provenance", "save", "load", "atomic_write_bytes"]
 
-_REPO = Path(__file__).resolve().parent.parent
 
 
 def results_dir() -> Path:
-    """Folder of recorded results: ``$SMLIB_RESULTS_DIR`` or ``results/`` at the repository root."""
-    return Path(os.environ.get("SMLIB_RESULTS_DIR", _REPO / "results"))
+    """Folder of recorded results.
+
+    ``$SMLIB_RESULTS_DIR`` when set (the Makefile sets it for the book, the tests and reruns);
+    otherwise the ``results/`` folder of the book the current directory belongs to: the first of
+    the current directory and its parents that holds ``_toc.yml`` and ``results/`` (so a chapter
+    opened in Jupyter, whose working directory is ``chapters/``, finds it); otherwise
+    ``./results``. The location never depends on where smlib is installed.
+    """
+    env = os.environ.get("SMLIB_RESULTS_DIR")
+    if env:
+        return Path(env).expanduser()
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file() and (folder / "results").is_dir():
+            return folder / "results"
+    return here / "results"
 
 
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
     """Write ``payload`` to ``path`` so that readers see the old file or the whole new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; recorded results are for everyone
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, payload)
 
 
 def _git(*args: str) -> str | None:
+    """Run git in the book folder that holds the results (None when that is not a git checkout)."""
     try:
-        out = subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", *args], cwd=results_dir().resolve().parent, capture_output=True, text=True,
+                             timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -66,7 +68,7 @@ def provenance(*, wall_time_s: float | None = None, device: str | None = None,
                command: str | None = None, parameters: dict | None = None) -> dict:
     """Who/what/where/when of a run: command, commit, device, date, wall time, versions.
 
-    ``command`` defaults to ``$SMLIB_RERUN_COMMAND`` (set by ``python -m smlib.rerun``), else argv.
+    ``command`` defaults to ``$SMLIB_RERUN_COMMAND`` (set by ``python -m smlib.book.rerun``), else argv.
     """
     import torch
 

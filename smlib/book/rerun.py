@@ -1,4 +1,4 @@
-"""Rerun a chapter with overridden parameters: ``python -m smlib.rerun CHAPTER.md -p NAME VALUE ...``.
+"""Rerun a chapter with overridden parameters: ``python -m smlib.book.rerun CHAPTER.md -p NAME VALUE ...``.
 
 Papermill reads notebooks, not MyST markdown, so the chapter is converted with jupytext first.
 Every ``-p NAME`` must be a variable assigned in the chapter's cell tagged ``parameters``:
@@ -59,7 +59,7 @@ def rerun(chapter: str | os.PathLike, parameters: dict | None = None, output: st
     output.parent.mkdir(parents=True, exist_ok=True)
     source = output.with_suffix(".source.ipynb")
     jupytext.write(_load(chapter), source)
-    os.environ.setdefault("SMLIB_RERUN_COMMAND", "python -m smlib.rerun " + " ".join(
+    os.environ.setdefault("SMLIB_RERUN_COMMAND", "python -m smlib.book.rerun " + " ".join(
         [str(chapter)] + [f"-p {k} {shlex.quote(repr(v) if isinstance(v, str) else str(v))}"
                           for k, v in parameters.items()]))
     start = time.perf_counter()
@@ -82,7 +82,7 @@ def _value(text: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smlib.rerun", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m smlib.book.rerun", description=__doc__.splitlines()[0])
     parser.add_argument("chapter", help="path of a chapter, e.g. chapters/09_deen.md")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="override a parameter (value typed: 3, 0.1, true, null, [1, 2], else a string)")
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     params = {name: _value(v) for name, v in args.parameter}
     params.update({name: v for name, v in args.raw})
-    os.environ.setdefault("SMLIB_RERUN_COMMAND", "python -m smlib.rerun " + " ".join(
+    os.environ.setdefault("SMLIB_RERUN_COMMAND", "python -m smlib.book.rerun " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
     try:
         rerun(args.chapter, params, args.output, timeout=args.timeout)

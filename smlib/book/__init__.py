@@ -1,0 +1,8 @@
+"""Tools of the book, kept apart from the training library: none of `smlib.models`,
+`smlib.objectives`, `smlib.train` imports from here.
+
+* `results`  — recorded results (JSON + PNG) with provenance, and showing them in a chapter;
+* `rerun`    — rerun a chapter with papermill parameters (needs the book tool chain);
+* `timing`   — interleaved timings whose ratios are measured side by side (chapters and `bench/`);
+* `helpers`  — small helpers several chapters and the tests share (random parameters, hidden states).
+"""
