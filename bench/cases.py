@@ -160,12 +160,13 @@ def training_loop(networks, device, reps, seconds):
             n_short = 5 if device.type == "cpu" else 20
             n_long = n_short + max(10, min(1000, int(1e3 * seconds / t)))
             row["n_steps_timed"] = [n_short, n_long]
-            plan = train.fast_path_plan(_mlp(dim, hidden, device), data, obj, device=device, batch_size=batch, **kw)
+            plan = train.fast_path_plan(_mlp(dim, hidden, device), data, obj, options=kw, device=device,
+                                        batch_size=batch)
             row["fit_path"] = plan.mode
             runs = {
                 "eager_loop_ms": _eager_run(_mlp(dim, hidden, device), data, fn, batch),
-                "fit_ms": _fit_run(_mlp(dim, hidden, device), data, obj, batch, **kw),
-                "fit_eager_ms": _fit_run(_mlp(dim, hidden, device), data, obj, batch, fast=False, **kw),
+                "fit_ms": _fit_run(_mlp(dim, hidden, device), data, obj, batch, options=kw),
+                "fit_eager_ms": _fit_run(_mlp(dim, hidden, device), data, obj, batch, fast=False, options=kw),
             }
             if device.type == "cuda":
                 runs["cuda_graph_ms"] = _graph_run(_mlp(dim, hidden, device), fn, data, batch)
@@ -238,7 +239,7 @@ def ensemble(device, reps, sizes, n_short, n_long):
         def seq_fit(n, seeds=seeds):
             for s in seeds:
                 torch.manual_seed(s)
-                train.fit(make(), data, "dsm", sigma=SIGMA, n_steps=n, batch_size=batch, seed=s,
+                train.fit(make(), data, "dsm", options={"sigma": SIGMA}, n_steps=n, batch_size=batch, seed=s,
                           device=device, progress=False)
 
         def seq_eager(n, seeds=seeds):

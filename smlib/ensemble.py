@@ -36,11 +36,9 @@ import torch
 from torch.func import functional_call, grad, grad_and_value, jvp, stack_module_state, vmap
 
 from smlib._checks import check_choice, check_data, check_int, check_positive
+from smlib.objectives import registry
 
-__all__ = ["fit_ensemble", "ENSEMBLE_OBJECTIVES"]
-
-#: objectives :func:`fit_ensemble` can batch
-ENSEMBLE_OBJECTIVES = ("dsm", "ssm", "ssm_vr", "sm")
+__all__ = ["fit_ensemble"]
 
 
 def _score_fn(base, params, buffers):
@@ -102,7 +100,8 @@ def fit_ensemble(make_model, n_models=None, data=None, objective="dsm", *, seeds
         Number of members M (or given by the length of ``seeds`` / ``sigmas``).
     data : torch.Tensor (N, d)
         Training data, shared by the members (each draws its own minibatch order).
-    objective : {"dsm", "ssm", "ssm_vr", "sm"}
+    objective : str
+        One of ``smlib.objectives.registry.names(ensemble=True)``: "sm", "dsm", "ssm", "ssm_vr".
     seeds : list of int, optional
         Per-member seed of the initialisation, data order and noise; default ``0, …, M−1``.
         Equal seeds with different σ give common random numbers (same init, order and ε).
@@ -134,7 +133,7 @@ def fit_ensemble(make_model, n_models=None, data=None, objective="dsm", *, seeds
     """
     from smlib import train as _train
 
-    check_choice("objective", objective, ENSEMBLE_OBJECTIVES)
+    check_choice("objective", objective, registry.names(ensemble=True))
     if seeds is None and sigmas is None and n_models is None:
         raise ValueError("pass n_models, seeds or sigmas")
     if seeds is not None:

@@ -367,14 +367,9 @@ class LangevinCD(MCMCEstimator):
     noise_scale : float
     init_noise : float
     seed : int, optional
-    k : int, optional
-        Alias of ``n_steps`` (use it with ``smlib.train.fit``, whose own ``n_steps`` is the
-        number of optimiser steps).
     """
 
-    def __init__(self, n_steps=1, step_size=0.01, noise_scale=1.0, init_noise=0.0, seed=None, k=None):
-        if k is not None:  # alias: `fit(..., "langevin_cd", k=...)`, since fit's own n_steps is taken
-            n_steps = k
+    def __init__(self, n_steps=1, step_size=0.01, noise_scale=1.0, init_noise=0.0, seed=None):
         n_steps = check_int("n_steps", n_steps)
         super().__init__(n_steps, sampler="langevin", step_size=step_size, noise_scale=noise_scale, seed=seed)
         check_nonnegative("init_noise", init_noise)

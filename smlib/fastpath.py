@@ -63,10 +63,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["FastPathPlan", "FastPathWarning", "plan", "EagerStep", "GraphStep", "STATELESS_OBJECTIVES"]
-
-#: named objectives of :func:`smlib.train.fit` that keep no state between steps
-STATELESS_OBJECTIVES = ("sm", "dsm", "ssm", "ssm_vr", "kingma_lecun", "ae")
+__all__ = ["FastPathPlan", "FastPathWarning", "plan", "EagerStep", "GraphStep"]
 #: full-size eager steps before the capture
 WARMUP_STEPS = 2
 

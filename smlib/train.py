@@ -19,7 +19,6 @@ Saremi et al. (2018) (DEEN: DSM with Adam, lr 1e-3).
 """
 from __future__ import annotations
 
-import inspect
 import io
 import math
 import time
@@ -28,18 +27,13 @@ from pathlib import Path
 
 import torch
 
-from smlib import estimators as _estimators
-from smlib._checks import check_choice, check_data, check_int, check_nonnegative, check_positive
+from smlib import objectives as _objectives
+from smlib._checks import check_choice, check_data, check_int, check_positive
 from smlib._io import atomic_write
 
-__all__ = ["History", "fit", "fast_path_plan", "OBJECTIVES", "resolve_objective", "save_checkpoint", "load_checkpoint"]
+__all__ = ["History", "fit", "fast_path_plan", "resolve_objective", "save_checkpoint", "load_checkpoint"]
 
 CHECKPOINT_FORMAT = "smlib.fit/1"
-
-#: objective names accepted by :func:`fit` (see :func:`resolve_objective`)
-OBJECTIVES = ("sm", "dsm", "ssm", "ssm_vr", "kingma_lecun", "ae", "cd", "pcd", "fpcd", "langevin_cd")
-_ESTIMATORS = {"cd": "CD", "pcd": "PCD", "fpcd": "FPCD", "langevin_cd": "LangevinCD"}
-_LOSSES = {"sm": "sm", "dsm": "dsm", "ssm": "ssm", "ssm_vr": "ssm", "kingma_lecun": "kingma_lecun", "ae": "ae"}
 
 
 # ============================================================================================
@@ -117,78 +111,45 @@ class History(dict):
 # ============================================================================================
 # objectives
 # ============================================================================================
-def _check_kwargs(fn, kwargs, label, skip=2):
-    """Reject options ``fn`` does not accept (TypeError naming them) and missing required ones."""
-    sig = inspect.signature(fn)
-    params = list(sig.parameters.values())[skip:]
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return
-    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    unknown = sorted(set(kwargs) - names)
-    if unknown:
-        raise TypeError(f"unknown option(s) {unknown} for objective {label!r}; accepted: {sorted(names)}")
-    missing = [p.name for p in params if p.default is p.empty and p.kind is not p.VAR_POSITIONAL and p.name not in kwargs]
-    if missing:
-        raise TypeError(f"objective {label!r} needs option(s) {missing} (pass them to fit as keywords)")
+def resolve_objective(objective, options=None):
+    """Turn ``objective`` into ``(fn(model, x), label, stateful, config)``.
 
-
-def resolve_objective(objective, **kwargs):
-    """Turn ``objective`` (a name or a callable) into ``(fn(model, x), label, stateful)``.
-
-    Names: ``"sm"``, ``"dsm"`` (needs ``sigma``), ``"ssm"``, ``"ssm_vr"`` (``ssm`` with
-    ``vr=True``), ``"kingma_lecun"`` (needs ``lam``), ``"ae"`` from :mod:`smlib.objectives`;
-    ``"cd"``, ``"pcd"``, ``"fpcd"``, ``"langevin_cd"`` build :class:`smlib.estimators.CD`,
-    ``PCD``, ``FPCD``, ``LangevinCD`` with ``kwargs``. A callable is used as is
-    (``kwargs`` are passed on each call). ``stateful`` is the object whose
-    ``state_dict``/``load_state_dict`` the checkpoints hold (or None).
+    ``objective`` is a name of :data:`smlib.objectives.REGISTRY` (its ``options`` a dict), an
+    :class:`smlib.objectives.Objective` from :func:`smlib.objectives.make`, an MCMC estimator
+    instance, or any callable ``(model, x) -> loss`` (``options`` then become keyword arguments of
+    every call). ``stateful`` is the object whose ``state_dict``/``load_state_dict`` the
+    checkpoints hold (or None); ``config`` describes the objective and its options (what a
+    checkpoint records).
 
     Raises
     ------
     ValueError
-        Unknown name or invalid value (e.g. ``sigma <= 0``).
+        Unknown name or invalid option value (e.g. ``sigma <= 0``, a string for a number).
     TypeError
-        Unknown or missing option, or an objective that is neither a name nor callable.
+        Unknown or missing option, options given with an already-built objective, or an
+        objective that is neither a name nor callable.
     """
+    if options is not None and not isinstance(options, dict):
+        raise TypeError(f"options must be a dict of the objective's options, got {type(options).__name__}")
     if isinstance(objective, str):
-        check_choice("objective", objective, OBJECTIVES)
-        for key in ("sigma", "step_size", "fast_lr"):
-            if key in kwargs:
-                check_positive(key, kwargs[key])
-        if "lam" in kwargs:
-            check_nonnegative("lam", kwargs["lam"])
-        if objective in _ESTIMATORS:
-            cls = getattr(_estimators, _ESTIMATORS[objective])
-            _check_kwargs(cls.__init__, kwargs, objective, skip=1)
-            est = cls(**kwargs)
-            return est, objective, est
-        from smlib import objectives as _objectives
-
-        fn = getattr(_objectives, _LOSSES[objective], None)
-        if fn is None:
-            raise ValueError(f"smlib.objectives has no function {_LOSSES[objective]!r} (objective {objective!r})")
-        kw = dict(kwargs)
-        if objective == "ssm_vr":
-            if "vr" in kw:
-                raise TypeError("objective 'ssm_vr' sets vr=True itself; do not pass vr")
-            kw["vr"] = True
-        _check_kwargs(fn, kw, objective)
-
-        def loss(model, x):
-            return fn(model, x, **kw)
-
-        loss.__name__ = objective
-        return loss, objective, None
+        objective = _objectives.make(objective, **(options or {}))
+    elif options and isinstance(objective, _objectives.Objective):
+        raise TypeError(f"{objective!r} already carries its options; pass options only with a name")
+    if isinstance(objective, _objectives.Objective):
+        return objective, objective.name, objective.state, objective.config()
     if not callable(objective):
-        raise TypeError(f"objective must be a name in {OBJECTIVES} or a callable (model, x) -> loss, got {objective!r}")
+        raise TypeError(f"objective must be a name in {tuple(_objectives.REGISTRY)}, an Objective, or a callable "
+                        f"(model, x) -> loss; got {objective!r}")
     label = getattr(objective, "__name__", type(objective).__name__)
     stateful = objective if hasattr(objective, "state_dict") and hasattr(objective, "load_state_dict") else None
-    if kwargs:
-        fn = objective
+    config = {"objective": label, "options": {k: repr(v) for k, v in (options or {}).items()}}
+    if options:
+        fn, kwargs = objective, dict(options)
 
         def objective(model, x):  # noqa: F811
             return fn(model, x, **kwargs)
 
-    return objective, label, stateful
+    return objective, label, stateful, config
 
 
 def _split_output(out, step):
@@ -349,8 +310,8 @@ def _make_step(model, loss_fn, opt, params, grad_clip, label, plan, has_schedule
     return fastpath.EagerStep(model, loss_fn, opt, params, grad_clip, label)
 
 
-def fast_path_plan(model, data, objective, *, fast="auto", device="auto", batch_size=128, drop_last=False,
-                   optimizer="adam", lr_schedule=None, **objective_kwargs):
+def fast_path_plan(model, data, objective, *, options=None, fast="auto", device="auto", batch_size=128,
+                   drop_last=False, optimizer="adam", lr_schedule=None):
     """Which step :func:`fit` would use for these arguments, and why (no training, no CUDA call).
 
     Returns a :class:`smlib.fastpath.FastPathPlan` ``(mode, reason, warn)`` with ``mode`` in
@@ -360,24 +321,29 @@ def fast_path_plan(model, data, objective, *, fast="auto", device="auto", batch_
 
     Examples
     --------
-    >>> fast_path_plan(model, x, "dsm", sigma=0.1, device="cuda").mode   # doctest: +SKIP
+    >>> fast_path_plan(model, x, "dsm", options={"sigma": 0.1}, device="cuda").mode   # doctest: +SKIP
     'cuda_graph'
-    >>> fast_path_plan(model, x, "pcd", n_chains=100, device="cuda").reason   # doctest: +SKIP
+    >>> fast_path_plan(model, x, "pcd", options={"n_chains": 100}, device="cuda").reason   # doctest: +SKIP
     "objective 'pcd' (PCD) keeps state between steps ..."
     """
     from smlib import fastpath
 
     fastpath._check_fast(fast)
     device = _resolve_device(device)
-    _, label, stateful = resolve_objective(objective, **objective_kwargs)
+    fn, label, stateful, _ = resolve_objective(objective, options)
     data = _as_tensor_data(data)
     tensor = isinstance(data, torch.Tensor)
     if not isinstance(optimizer, str):  # fit decides on the optimiser instance a callable builds
         optimizer = _make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], 1e-3, 0.9, 0.0)
-    return fastpath.plan(fast, device, label=label, named=isinstance(objective, str), stateful=stateful,
+    return fastpath.plan(fast, device, label=label, named=_capturable(fn), stateful=stateful,
                          optimizer=optimizer,
                          has_schedule=lr_schedule not in (None, "constant"), tensor_data=tensor,
                          n_rows=data.shape[0] if tensor else None, batch_size=batch_size, drop_last=drop_last)
+
+
+def _capturable(fn):
+    """Whether a resolved objective is a registered one that the CUDA-graph step can capture."""
+    return isinstance(fn, _objectives.Objective) and fn.spec.cuda_graph
 
 
 def _guard(model, loss, step, epoch, label):
@@ -417,6 +383,7 @@ def fit(
     data,
     objective,
     *,
+    options=None,
     n_steps=None,
     n_epochs=None,
     batch_size=128,
@@ -437,7 +404,6 @@ def fit(
     drop_last=False,
     grad_clip=None,
     fast="auto",
-    **objective_kwargs,
 ) -> History:
     r"""Train ``model`` on ``data`` by minimising ``objective`` with minibatch SGD/Adam.
 
@@ -454,12 +420,17 @@ def fit(
         A tensor is cast to the model's dtype, checked (floating, 2-D, ``d == model.dim``,
         finite) and reshuffled every epoch by a CPU generator seeded from ``seed``. An iterable
         yields tensors or ``(x, ...)`` tuples; every batch is checked.
-    objective : str or callable
-        A name in :data:`OBJECTIVES` (options as keywords, e.g. ``sigma=0.1`` for ``"dsm"``,
-        ``n_chains=100`` for ``"pcd"``; for ``"langevin_cd"`` give the number of Langevin steps
-        as ``k=``, since ``n_steps`` is fit's own), a callable ``(model, x) -> loss`` or
+    objective : str, Objective or callable
+        A name of :data:`smlib.objectives.REGISTRY` (``"sm"``, ``"dsm"``, ``"ssm"``, ``"ssm_vr"``,
+        ``"kingma_lecun"``, ``"ae"``, ``"cd"``, ``"pcd"``, ``"fpcd"``, ``"langevin_cd"``) with its
+        options in ``options``; an objective built by :func:`smlib.objectives.make`; an estimator
+        instance (its state is checkpointed); or a callable ``(model, x) -> loss`` or
         ``(model, x) -> {"loss": loss, **other_scalars}`` (other scalars, e.g. the Theorem-1
-        terms, are logged), or an estimator instance (its state is checkpointed).
+        terms, are logged).
+    options : dict, optional
+        Options of a named objective, e.g. ``{"sigma": 0.1}`` for ``"dsm"``, ``{"n_chains": 100}``
+        for ``"pcd"``, ``{"n_steps": 1, "step_size": 0.01}`` for ``"langevin_cd"`` (see
+        ``smlib.objectives.REGISTRY[name].options``); for a callable, keyword arguments of each call.
     n_steps, n_epochs : int
         Exactly one: the number of optimiser steps, or of passes over the data.
     batch_size : int
@@ -508,9 +479,6 @@ def fit(
         run eagerly (warm-up) and the last partial batch of each epoch runs eagerly
         (``drop_last=True`` drops it); after ``resume`` the graph is captured anew from the
         loaded state.
-    **objective_kwargs
-        Options of a named objective (or extra keywords for a callable one).
-
     Returns
     -------
     History
@@ -551,7 +519,7 @@ def fit(
     from smlib import fastpath
 
     fastpath._check_fast(fast)
-    loss_fn, label, stateful = resolve_objective(objective, **objective_kwargs)
+    loss_fn, label, stateful, objective_config = resolve_objective(objective, options)
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -651,7 +619,7 @@ def fit(
     # ---------------------------------------------------------------- loop
     from tqdm.auto import tqdm
 
-    plan = fastpath.plan(fast, device, label=label, named=isinstance(objective, str), stateful=stateful,
+    plan = fastpath.plan(fast, device, label=label, named=_capturable(loss_fn), stateful=stateful,
                          optimizer=opt, has_schedule=sched is not None,
                          tensor_data=isinstance(batches, _TensorBatches),
                          n_rows=getattr(batches, "n", None), batch_size=batch_size, drop_last=drop_last)

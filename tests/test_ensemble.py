@@ -19,13 +19,14 @@ def make():
     return MLPEnergy(2, hidden=(8, 8), activation="softplus")
 
 
-def one_by_one(objective, seeds, sigmas=None, **kw):
+def one_by_one(objective, seeds, sigmas=None, options=None, **kw):
     out = []
     for m, s in enumerate(seeds):
         torch.manual_seed(s)
         model = make()
         okw = {"sigma": sigmas[m]} if sigmas is not None else {}
-        h = train.fit(model, data2d(), objective, seed=s, progress=False, fast=False, **okw, **kw)
+        h = train.fit(model, data2d(), objective, options={**okw, **(options or {})}, seed=s, progress=False,
+                      fast=False, **kw)
         out.append((model, h))
     return out
 
@@ -52,7 +53,7 @@ def test_batched_run_equals_members_one_by_one(objective, kw):
     common = dict(n_steps=11, batch_size=16, lr=1e-2)
     models, history = fit_ensemble(make, None, data2d(), objective, **kw, **common)
     fkw = {"n_slices": kw["n_slices"]} if "n_slices" in kw else {}
-    reference = one_by_one(objective, kw["seeds"], kw.get("sigmas"), **common, **fkw)
+    reference = one_by_one(objective, kw["seeds"], kw.get("sigmas"), options=fkw, **common)
     assert_same(models, history, reference, tol=1e-10)
     assert history["loss"][-1] == pytest.approx(sum(history[f"loss_{m}"][-1] for m in range(len(models))) / len(models))
 

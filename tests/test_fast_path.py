@@ -40,17 +40,17 @@ def max_diff(a, b):
 
 
 # ---------------------------------------------------------------------------------- decisions
-def plan(objective="dsm", data=None, **kw):
+def plan(objective="dsm", data=None, options=None, **kw):
     kw.setdefault("device", "cuda")
-    if objective == "dsm":
-        kw.setdefault("sigma", 0.1)
-    return train.fast_path_plan(mlp(), data2d() if data is None else data, objective, **kw)
+    if objective == "dsm" and not options:
+        options = {"sigma": 0.1}
+    return train.fast_path_plan(mlp(), data2d() if data is None else data, objective, options=options, **kw)
 
 
 def test_auto_uses_the_graph_on_cuda_for_stateless_objectives():
     for objective, kw in [("dsm", {}), ("ssm", {}), ("ssm_vr", {}), ("sm", {}), ("kingma_lecun", {"lam": 0.1}),
                           ("ae", {})]:
-        p = plan(objective, batch_size=16, **kw)
+        p = plan(objective, batch_size=16, options=kw)
         assert p.mode == "cuda_graph" and not p.warn, (objective, p)
     p = plan(batch_size=16)
     assert "last batch of each epoch (8 of 16 rows) runs eagerly" in p.reason
@@ -73,10 +73,10 @@ def test_auto_is_eager_on_cpu_without_warning_and_true_warns():
     ("pcd", {"n_chains": 8}, "keeps state between steps"),
     ("fpcd", {"n_chains": 8}, "keeps state between steps"),
     ("cd", {}, "keeps state between steps"),
-    ("langevin_cd", {"k": 2}, "keeps state between steps"),
+    ("langevin_cd", {"n_steps": 2}, "keeps state between steps"),
 ])
 def test_mcmc_estimators_fall_back_with_a_reason(objective, kw, match):
-    p = plan(objective, **kw)
+    p = plan(objective, options=kw)
     assert p.mode == "eager" and p.warn and match in p.reason
     p = plan(estimators.PCD(n_chains=4))  # an estimator instance too
     assert p.mode == "eager" and "PCD" in p.reason
@@ -105,14 +105,14 @@ def test_other_fallbacks_name_their_reason():
 def test_fit_on_cpu_is_eager_auto_silently_true_with_a_warning():
     x = data2d()
     ref = mlp()
-    h_ref = train.fit(ref, x, "dsm", sigma=0.3, n_steps=6, batch_size=16, progress=False, fast=False)
+    h_ref = train.fit(ref, x, "dsm", options={"sigma": 0.3}, n_steps=6, batch_size=16, progress=False, fast=False)
     m1 = mlp()
     with warnings.catch_warnings():
         warnings.simplefilter("error", fastpath.FastPathWarning)
-        h1 = train.fit(m1, x, "dsm", sigma=0.3, n_steps=6, batch_size=16, progress=False)  # fast="auto"
+        h1 = train.fit(m1, x, "dsm", options={"sigma": 0.3}, n_steps=6, batch_size=16, progress=False)  # fast="auto"
     m2 = mlp()
     with pytest.warns(fastpath.FastPathWarning, match="device is cpu"):
-        h2 = train.fit(m2, x, "dsm", sigma=0.3, n_steps=6, batch_size=16, progress=False, fast=True)
+        h2 = train.fit(m2, x, "dsm", options={"sigma": 0.3}, n_steps=6, batch_size=16, progress=False, fast=True)
     assert max_diff(m1, ref) == 0 and max_diff(m2, ref) == 0
     assert h1["loss"] == h_ref["loss"] == h2["loss"]
 
@@ -147,7 +147,7 @@ class Counter:
 def test_emulated_graph_step_equals_the_eager_loop(monkeypatch, objective, okw, fkw):
     # 40 rows, batch 16: per epoch 2 full batches (captured) and one of 8 rows (eager)
     x = data2d()
-    common = dict(n_steps=11, batch_size=16, progress=False, seed=3, **okw, **fkw)
+    common = dict(n_steps=11, batch_size=16, progress=False, seed=3, options=okw, **fkw)
     ref = mlp()
     h_ref = train.fit(ref, x, objective, fast=False, **common)
     count = Counter(monkeypatch)
@@ -164,7 +164,7 @@ def test_emulated_graph_step_equals_the_eager_loop(monkeypatch, objective, okw, 
 def test_emulated_graph_drop_last_never_runs_a_partial_batch(monkeypatch):
     count = Counter(monkeypatch)
     with fastpath.emulated_graphs():
-        train.fit(mlp(), data2d(), "dsm", sigma=0.3, n_steps=8, batch_size=16, drop_last=True, progress=False)
+        train.fit(mlp(), data2d(), "dsm", options={"sigma": 0.3}, n_steps=8, batch_size=16, drop_last=True, progress=False)
     assert (count.replays, count.eager) == (6, 2)
 
 
@@ -224,7 +224,7 @@ def test_non_finite_gradient_names_the_parameter_on_the_graph_path():
 
 def test_emulated_graph_resume_and_portable_checkpoint(tmp_path):
     x = data2d()
-    common = dict(n_steps=11, batch_size=16, progress=False, seed=3, sigma=0.3, lr_schedule="cosine")
+    common = dict(n_steps=11, batch_size=16, progress=False, seed=3, options={"sigma": 0.3}, lr_schedule="cosine")
     with fastpath.emulated_graphs():
         ref = mlp()
         h_ref = train.fit(ref, x, "dsm", **common)
@@ -258,24 +258,24 @@ def test_capture_failure_warns_and_continues_eagerly(monkeypatch):
     monkeypatch.setattr(fastpath.GraphStep, "_capture", broken)
     x = data2d()
     ref = mlp()
-    train.fit(ref, x, "dsm", sigma=0.3, n_steps=6, batch_size=20, progress=False, fast=False)
+    train.fit(ref, x, "dsm", options={"sigma": 0.3}, n_steps=6, batch_size=20, progress=False, fast=False)
     model = mlp()
     with fastpath.emulated_graphs(capturable=False):
         with pytest.warns(fastpath.FastPathWarning, match="capture of the 'dsm' step failed at step 3"):
-            train.fit(model, x, "dsm", sigma=0.3, n_steps=6, batch_size=20, progress=False)
+            train.fit(model, x, "dsm", options={"sigma": 0.3}, n_steps=6, batch_size=20, progress=False)
     assert max_diff(model, ref) == 0
 
 
 def test_fallback_for_an_estimator_warns_on_an_emulated_device():
     with fastpath.emulated_graphs(), pytest.warns(fastpath.FastPathWarning, match="keeps state between steps"):
-        train.fit(mlp(), data2d(), "langevin_cd", k=1, step_size=0.01, n_steps=2, batch_size=20, progress=False)
+        train.fit(mlp(), data2d(), "langevin_cd", options={"n_steps": 1, "step_size": 0.01}, n_steps=2, batch_size=20, progress=False)
 
 
 # ---------------------------------------------------------------------------------- real CUDA graphs
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_fit_matches_eager_on_gpu(monkeypatch):
     x = data2d(4096).float().cuda()
-    kw = dict(n_steps=40, batch_size=1000, progress=False, seed=0, sigma=0.3, lr_schedule="cosine")
+    kw = dict(n_steps=40, batch_size=1000, progress=False, seed=0, options={"sigma": 0.3}, lr_schedule="cosine")
     torch.set_default_dtype(torch.float32)
     ref = MLPEnergy(2, (32, 32, 32)).cuda()
     model = MLPEnergy(2, (32, 32, 32)).cuda()

@@ -47,7 +47,7 @@ class Quadratic(torch.nn.Module):
 def test_dsm_fit_lowers_loss_and_logs_history():
     model = make_model("mlp")
     x = data2d(200)
-    h = train.fit(model, x, "dsm", sigma=0.3, n_epochs=15, batch_size=50, lr=1e-2, progress=False)
+    h = train.fit(model, x, "dsm", options={"sigma": 0.3}, n_epochs=15, batch_size=50, lr=1e-2, progress=False)
     assert len(h["loss"]) == len(h.steps) == len(h.epochs) == len(h["lr"]) == 60
     assert h.steps[0] == 1 and h.steps[-1] == 60 and h.epochs[-1] == 14
     first, last = sum(h["loss"][:8]) / 8, sum(h["loss"][-8:]) / 8
@@ -57,7 +57,7 @@ def test_dsm_fit_lowers_loss_and_logs_history():
 def test_mcmc_objective_by_name_trains_gaussian_mean():
     model = Quadratic()
     x = data2d(100)
-    train.fit(model, x, "langevin_cd", n_steps=150, step_size=0.1, batch_size=50, optimizer="sgd", lr=0.2,
+    train.fit(model, x, "langevin_cd", options={"step_size": 0.1}, n_steps=150, batch_size=50, optimizer="sgd", lr=0.2,
               momentum=0.0, progress=False)
     assert torch.allclose(model.mu.detach(), x.mean(0), atol=0.2)
 
@@ -99,14 +99,14 @@ def test_callback_at_end_of_run_mid_epoch_and_every_n_steps():
 
 def test_numpy_data_is_cast_to_the_model_dtype():
     model = MLPEnergy(2, hidden=(4,)).float()
-    h = train.fit(model, data2d(20).numpy(), "dsm", sigma=0.5, n_steps=3, batch_size=8, progress=False)
+    h = train.fit(model, data2d(20).numpy(), "dsm", options={"sigma": 0.5}, n_steps=3, batch_size=8, progress=False)
     assert len(h["loss"]) == 3 and next(model.parameters()).dtype == torch.float32
 
 
 def test_log_every_logs_window_means():
     x = data2d(40)
-    h1 = train.fit(make_model("mlp"), x, "dsm", sigma=0.5, n_steps=10, batch_size=8, progress=False)
-    h5 = train.fit(make_model("mlp"), x, "dsm", sigma=0.5, n_steps=10, batch_size=8, progress=False, log_every=5)
+    h1 = train.fit(make_model("mlp"), x, "dsm", options={"sigma": 0.5}, n_steps=10, batch_size=8, progress=False)
+    h5 = train.fit(make_model("mlp"), x, "dsm", options={"sigma": 0.5}, n_steps=10, batch_size=8, progress=False, log_every=5)
     assert h5.steps == [5, 10]
     assert h5["loss"][0] == pytest.approx(sum(h1["loss"][:5]) / 5, rel=1e-12)
     assert h5["loss"][1] == pytest.approx(sum(h1["loss"][5:]) / 5, rel=1e-12)
@@ -127,12 +127,12 @@ def test_fit_is_deterministic_and_fast_flag_is_noop_on_cpu():
     runs = []
     for fast in (False, "auto", True, False):
         m = make_model("mlp")
-        h = train.fit(m, x, "dsm", sigma=0.3, n_steps=6, batch_size=16, progress=False, fast=fast, seed=7)
+        h = train.fit(m, x, "dsm", options={"sigma": 0.3}, n_steps=6, batch_size=16, progress=False, fast=fast, seed=7)
         runs.append((m, h["loss"]))
     for m, losses in runs[1:]:
         assert same_params(m, runs[0][0]) and losses == runs[0][1]
     m = make_model("mlp")
-    train.fit(m, x, "dsm", sigma=0.3, n_steps=6, batch_size=16, progress=False, seed=8)
+    train.fit(m, x, "dsm", options={"sigma": 0.3}, n_steps=6, batch_size=16, progress=False, seed=8)
     assert not same_params(m, runs[0][0])
     assert next(m.parameters()).device.type == "cpu"  # device="auto" on a machine without CUDA
 
@@ -155,7 +155,7 @@ RESUME_CASES = [
     ("mlp", "dsm", dict(sigma=0.3), dict(optimizer="adam", lr_schedule="step", log_every=3), 3),
     ("grbm", "pcd", dict(n_chains=16, k=2), dict(optimizer="sgd", lr=0.05, weight_decay=1e-3), 4),
     ("grbm", "fpcd", dict(n_chains=16, k=1, fast_lr=0.05), dict(optimizer="sgd", lr=0.05), 4),
-    ("mlp", "langevin_cd", dict(k=2, step_size=0.01, init_noise=0.1), dict(optimizer="adam"), 5),
+    ("mlp", "langevin_cd", dict(n_steps=2, step_size=0.01, init_noise=0.1), dict(optimizer="adam"), 5),
 ]
 
 
@@ -164,7 +164,7 @@ RESUME_CASES = [
 def test_resume_is_bit_identical(tmp_path, kind, objective, okw, fkw, every):
     # 40 rows, batch 16 → 3 batches per epoch: the run crosses epoch boundaries and reshuffles.
     x = data2d(40)
-    common = dict(n_steps=11, batch_size=16, progress=False, seed=3, callback_every=1, **fkw, **okw)
+    common = dict(n_steps=11, batch_size=16, progress=False, seed=3, callback_every=1, options=okw, **fkw)
     ref = make_model(kind)
     h_ref = train.fit(ref, x, objective, callback=lambda *a: None, **common)
 
@@ -202,7 +202,7 @@ def test_resume_with_estimator_instance_and_n_epochs(tmp_path):
 def test_checkpoint_contents_and_atomic_write(tmp_path, monkeypatch):
     x = data2d(40)
     path = tmp_path / "ck.pt"
-    train.fit(make_model("grbm"), x, "pcd", n_chains=8, n_steps=4, batch_size=16, progress=False,
+    train.fit(make_model("grbm"), x, "pcd", options={"n_chains": 8}, n_steps=4, batch_size=16, progress=False,
               checkpoint=path, checkpoint_every=2)
     ck = train.load_checkpoint(path)
     assert ck["step"] == 4 and ck["objective_state"]["chains"].shape == (8, 2)
@@ -259,10 +259,10 @@ def test_non_finite_parameter_after_update():
         (data2d()[:, :1], "sm", {}, ValueError, "dimension"),
         (torch.ones(10, 2, dtype=torch.long), "sm", {}, ValueError, "floating"),
         (torch.full((10, 2), math.nan), "sm", {}, ValueError, "NaN"),
-        (data2d(), "dsm", {"sigma": 0.0}, ValueError, "sigma must be > 0"),
+        (data2d(), "dsm", {"options": {"sigma": 0.0}}, ValueError, "sigma.*must be > 0"),
         (data2d(), "dsm", {}, TypeError, "sigma"),
-        (data2d(), "dsm", {"sigma": 0.1, "sigmaa": 1}, TypeError, "sigmaa"),
-        (data2d(), "pcd", {"n_chainz": 3}, TypeError, "n_chainz"),
+        (data2d(), "dsm", {"options": {"sigma": 0.1, "sigmaa": 1}}, TypeError, "sigmaa"),
+        (data2d(), "pcd", {"options": {"n_chainz": 3}}, TypeError, "n_chainz"),
         (data2d(), "nce", {}, ValueError, "objective"),
         (data2d(), 42, {}, TypeError, "objective"),
         (data2d(), "sm", {"optimizer": "lbfgs"}, ValueError, "optimizer"),
@@ -304,7 +304,7 @@ def _all_models():
 OBJECTIVE_KW = {
     "sm": {}, "dsm": {"sigma": 0.3}, "ssm": {"n_slices": 2}, "ssm_vr": {}, "kingma_lecun": {"lam": 0.1},
     "ae": {}, "cd": {"k": 1, "step_size": 0.01}, "pcd": {"n_chains": 6, "step_size": 0.01},
-    "fpcd": {"n_chains": 6, "fast_lr": 0.01, "step_size": 0.01}, "langevin_cd": {"k": 1, "step_size": 0.01},
+    "fpcd": {"n_chains": 6, "fast_lr": 0.01, "step_size": 0.01}, "langevin_cd": {"n_steps": 1, "step_size": 0.01},
 }
 
 
@@ -318,7 +318,7 @@ def test_every_model_trains_with_every_objective(objective):
         model = model.double()
         before = params_of(model)
         h = train.fit(model, x, objective, n_steps=2, batch_size=8, progress=False, optimizer="sgd", lr=1e-3,
-                      **OBJECTIVE_KW[objective])
+                      options=OBJECTIVE_KW[objective])
         assert all(math.isfinite(v) for v in h["loss"]), (name, objective)
         assert not all(torch.equal(a, b) for a, b in zip(before, params_of(model))), (name, objective)
 
@@ -348,6 +348,6 @@ def test_score_matching_losses_fall_through_fit(objective):
         measure = lambda: SM_FAMILY[objective](model, x, torch.Generator().manual_seed(7)).item()  # noqa: E731
         before = measure()
         train.fit(model, x, objective, n_steps=60, batch_size=32, progress=False, lr=1e-2,
-                  **OBJECTIVE_KW[objective])
+                  options=OBJECTIVE_KW[objective])
         after = measure()
         assert after < before, (name, objective, before, after)

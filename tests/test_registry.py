@@ -1,0 +1,76 @@
+"""The one table of objectives (smlib.objectives.registry): names, options, capabilities."""
+import pytest
+import torch
+
+from smlib import estimators, objectives, train
+from smlib.objectives import registry
+from smlib.models import MLPEnergy
+
+
+def test_names_and_capabilities():
+    assert registry.names() == ("sm", "dsm", "ssm", "ssm_vr", "kingma_lecun", "ae", "cd", "pcd", "fpcd", "langevin_cd")
+    assert registry.names(stateful=True) == ("cd", "pcd", "fpcd", "langevin_cd")
+    assert registry.names(ensemble=True) == ("sm", "dsm", "ssm", "ssm_vr")
+    assert set(registry.names(cuda_graph=True)) == set(registry.names(stateful=False))
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_every_name_builds_with_its_defaults_and_runs(name):
+    required = {o.name: 0.3 for o in registry.spec(name).options if o.required}
+    obj = objectives.make(name, **required)
+    assert obj.name == name and obj.config()["options"].keys() == {o.name for o in obj.spec.options}
+    assert (obj.state is not None) == obj.spec.stateful
+    torch.manual_seed(0)
+    model = MLPEnergy(2, hidden=(4,)).double()
+    if name == "ae":
+        return  # needs a reconstruct(x) model; covered by tests/test_train.py
+    loss = obj(model, torch.randn(8, 2, dtype=torch.float64))
+    assert loss.ndim == 0 and loss.requires_grad
+
+
+def test_options_are_typed_and_named_in_errors():
+    with pytest.raises(ValueError, match="option 'sigma' of objective 'dsm' must be a real number.*'0.1'"):
+        objectives.make("dsm", sigma="0.1")
+    with pytest.raises(ValueError, match="option 'n_chains' of objective 'pcd' must be an integer"):
+        objectives.make("pcd", n_chains=2.0)
+    with pytest.raises(ValueError, match="option 'fast_decay' of objective 'fpcd' must be < 1"):
+        objectives.make("fpcd", fast_decay=1.0)
+    with pytest.raises(ValueError, match="option 'adapt' of objective 'cd' must be True or False"):
+        objectives.make("cd", adapt="yes")
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['k'\] for objective 'langevin_cd'"):
+        objectives.make("langevin_cd", k=2)
+    with pytest.raises(TypeError, match="needs option"):
+        objectives.make("kingma_lecun")
+    with pytest.raises(ValueError, match="unknown objective 'nce'"):
+        objectives.make("nce")
+
+
+def test_defaults_match_the_estimator_classes():
+    # the registry's defaults are those of the classes it builds (one source of truth for behaviour)
+    for name, cls in (("cd", estimators.CD), ("pcd", estimators.PCD), ("fpcd", estimators.FPCD),
+                      ("langevin_cd", estimators.LangevinCD)):
+        built = objectives.make(name).state
+        plain = cls()
+        assert vars(built).keys() == vars(plain).keys()
+        assert all(vars(built)[k] == vars(plain)[k] for k in vars(plain) if k != "generator"), name
+
+
+def test_fit_takes_a_name_with_options_or_an_objective():
+    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    runs = []
+    for objective, options in (("dsm", {"sigma": 0.3}), (objectives.make("dsm", sigma=0.3), None)):
+        torch.manual_seed(0)
+        model = MLPEnergy(2, hidden=(4,))
+        runs.append(train.fit(model, x, objective, options=options, n_steps=3, batch_size=8, progress=False)["loss"])
+    assert runs[0] == runs[1]
+    with pytest.raises(TypeError, match="already carries its options"):
+        train.fit(MLPEnergy(2, hidden=(4,)), x, objectives.make("dsm", sigma=0.3), options={"sigma": 1.0}, n_steps=1)
+    with pytest.raises(TypeError, match="options must be a dict"):
+        train.fit(MLPEnergy(2, hidden=(4,)), x, "dsm", options=0.3, n_steps=1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'sigma'"):
+        train.fit(MLPEnergy(2, hidden=(4,)), x, "dsm", sigma=0.3, n_steps=1)  # no shared keyword space
+
+
+def test_describe():
+    assert registry.spec("dsm").option("sigma").describe() == "sigma (float > 0; required)"
+    assert registry.spec("fpcd").option("fast_decay").describe() == "fast_decay (float ≥ 0, < 1; default 0.95)"
