@@ -33,31 +33,20 @@ import math
 import time
 
 import torch
-from torch.func import functional_call, grad, grad_and_value, jvp, stack_module_state, vmap
+from torch.func import grad_and_value, jvp, stack_module_state, vmap
 
 from smlib._checks import check_choice, check_data, check_int, check_positive
 from smlib.objectives import registry
+from smlib.scores import functional_score
 
 __all__ = ["fit_ensemble"]
-
-
-def _score_fn(base, params, buffers):
-    """x ↦ ψ(x) = −∇ₓE(x) for one member, as a torch.func-transformable function."""
-
-    def energy_sum(z):
-        return functional_call(base, (params, buffers), (z,)).sum()
-
-    def score(z):
-        return -grad(energy_sum)(z)
-
-    return score
 
 
 def _member_loss(base, objective, n_slices):
     """loss(params, buffers, x, noise, sigma) of one member (noise: ε for DSM, v for SSM)."""
 
     def loss(params, buffers, x, noise, sigma):
-        score = _score_fn(base, params, buffers)
+        score = functional_score(base, (params, buffers))
         if objective == "dsm":
             psi = score(x + sigma * noise)
             return 0.5 * ((psi + noise / sigma) ** 2).sum(-1).mean()

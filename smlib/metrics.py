@@ -27,6 +27,7 @@ import math
 import torch
 
 from smlib._checks import check_choice, check_data, check_positive
+from smlib.scores import energy_fn, score
 
 __all__ = [
     "free_energy_gap",
@@ -49,23 +50,16 @@ __all__ = [
 ]
 
 
-def _energy_fn(model):
-    return model.energy if hasattr(model, "energy") else model
-
-
-def _score_fn(model):
-    """model.score for models; a plain callable is taken to be the score function itself."""
-    return model.score if hasattr(model, "score") else model
-
-
 def _dim(model):
     return getattr(model, "dim", None)
 
 
 def score_on(model, x):
-    r"""Score ψ(x) = −∇ₓE(x) of a model (or a score function), detached, shape (B, d)."""
-    with torch.enable_grad():
-        return _score_fn(model)(x.detach().requires_grad_(True)).detach()
+    r"""Score ψ(x) = −∇ₓE(x) of a model (or a score function), detached, shape (B, d).
+
+    The same as ``smlib.scores.score(model, x, detach=True)``.
+    """
+    return score(model, x, detach=True)
 
 
 # =============================================================================================
@@ -102,7 +96,7 @@ def free_energy_gap(model, x, noise_std, noise=None, generator=None):
         noise = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
     elif noise.shape != x.shape:
         raise ValueError(f"noise must have the shape of x {tuple(x.shape)}, got {tuple(noise.shape)}")
-    energy = _energy_fn(model)
+    energy = energy_fn(model)
     with torch.no_grad():
         return (energy(x + noise_std * noise).mean() - energy(x).mean()).detach()
 
@@ -151,7 +145,7 @@ def denoise_map(model, x_noisy, lam, n_steps=100, lr=0.1, method="lbfgs"):
     lam = check_positive("lam", lam)
     check_positive("lr", lr)
     check_choice("method", method, ("lbfgs", "gd"))
-    energy = _energy_fn(model)
+    energy = energy_fn(model)
     target = x_noisy.detach()
     v = target.clone().requires_grad_(True)
 
@@ -276,7 +270,7 @@ def jacobian(score_fn, x):
     (``allow_unused=True``; the zeros are built here, with the batch dimension, because
     ``materialize_grads`` drops it under ``is_grads_batched``).
     """
-    f = _score_fn(score_fn)
+    f = score_fn.score if hasattr(score_fn, "score") else score_fn
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         psi = f(x)
@@ -399,7 +393,7 @@ def log_likelihood_grid_2d(model, x, bounds, n_grid=200):
         (Σ density·ΔxΔy = 1), ``cell_area``.
     """
     check_data(x, "x", 2)
-    energy = _energy_fn(model)
+    energy = energy_fn(model)
     X, Y, pts = grid_2d(bounds, n_grid, dtype=x.dtype, device=x.device)
     cell = float((X[0, 1] - X[0, 0]) * (Y[1, 0] - Y[0, 0]))
     neg_e = -_energy_on(energy, pts)

@@ -29,20 +29,19 @@ import math
 import torch
 
 from smlib._checks import check_data, check_int, check_nonnegative, check_positive
+from smlib.scores import energy_and_grad, has_closed_form_score, score
 
-__all__ = ["energy_and_grad", "score_detached", "langevin", "mala", "hmc", "gibbs", "robbins_monro"]
+__all__ = ["energy_and_grad", "langevin", "mala", "hmc", "gibbs", "robbins_monro"]
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def _energy_fn(model):
-    """Return a callable x -> (B,) energy for an EnergyModel or a plain energy function."""
-    if hasattr(model, "energy"):
-        return model.energy
-    if callable(model):
-        return model
-    raise TypeError(f"expected an energy model or a callable energy function, got {type(model).__name__}")
+def _grad_energy(model, x):
+    """∇ₓE(x), detached: the closed-form score where the model has one (no energy evaluated)."""
+    if has_closed_form_score(model):
+        return -score(model, x, detach=True)
+    return energy_and_grad(model, x)[1]
 
 
 def _randn_like(x, generator):
@@ -51,44 +50,6 @@ def _randn_like(x, generator):
 
 def _rand(n, like, generator):
     return torch.rand((n,), generator=generator, device=like.device, dtype=like.dtype)
-
-
-def energy_and_grad(model, x):
-    r"""Energy and its input gradient, both detached: (E(x), ∇ₓE(x)).
-
-    Parameters
-    ----------
-    model : EnergyModel or callable
-        ``energy(x) -> (B,)``.
-    x : torch.Tensor, shape (B, d)
-
-    Returns
-    -------
-    energy : torch.Tensor, shape (B,)
-    grad : torch.Tensor, shape (B, d)
-        ∇ₓE(x) = −ψ(x). Computed with ``create_graph=False``: nothing is kept for θ.
-    """
-    energy = _energy_fn(model)
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        e = energy(x)
-        (g,) = torch.autograd.grad(e.sum(), x)
-    return e.detach(), g.detach()
-
-
-def score_detached(model, x):
-    r"""Score ψ(x) = −∇ₓE(x), detached (for sampling, not for losses).
-
-    Uses the energy when the model has one (cheaper than ``model.score``, which keeps a graph for
-    θ); falls back to ``model.score`` for score-only models such as ``ScoreMLP``.
-    """
-    try:
-        return -energy_and_grad(model, x)[1]
-    except (TypeError, NotImplementedError):
-        if not hasattr(model, "score"):
-            raise
-        with torch.enable_grad():
-            return model.score(x.detach().requires_grad_(True)).detach()
 
 
 def robbins_monro(step_size, accept_rate, target_accept=0.65, gain=0.05):
@@ -139,8 +100,10 @@ def langevin(model, x0, n_steps, step_size, generator=None, noise_scale=1.0):
     check_nonnegative("noise_scale", noise_scale)
     x = x0.detach().clone()
     std = noise_scale * math.sqrt(2.0 * step_size)
+    drift = (lambda y: score(model, y, detach=True)) if hasattr(model, "score") else (
+        lambda y: -energy_and_grad(model, y)[1])  # a plain callable is an energy here
     for _ in range(n_steps):
-        x = x + step_size * score_detached(model, x) + std * _randn_like(x, generator)
+        x = x + step_size * drift(x) + std * _randn_like(x, generator)
     return x
 
 
@@ -313,8 +276,12 @@ def hmc(
         p = r - 0.5 * step * g_y
         for i in range(n_leapfrog):
             y = y + step * p
-            e_y, g_y = energy_and_grad(model, y)
-            p = p - (step if i < n_leapfrog - 1 else 0.5 * step) * g_y
+            if i < n_leapfrog - 1:  # the energy is needed only at the end of the trajectory
+                g_y = _grad_energy(model, y)
+                p = p - step * g_y
+            else:
+                e_y, g_y = energy_and_grad(model, y)
+                p = p - 0.5 * step * g_y
         if n_leapfrog == 0:
             e_y, p = e_x, r
         h1 = e_y + 0.5 * (p**2).sum(1)

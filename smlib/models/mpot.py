@@ -153,6 +153,18 @@ class MPoT(LatentGaussianModel):
         Swersky et al. (2011), eq. 14, plus the constant −n_cov log Γ(γ) (see the class docstring).
         """
         _, rate, phi_m = self._parts(v)
+        return self._free_energy(v, rate, phi_m)
+
+    def score(self, v: torch.Tensor) -> torch.Tensor:
+        """ψ = −C(ĥ^c ⊙ u) + W ĥ^m + b^v − v (Swersky et al. 2011, eqs. 15–16), shape (B, n_visible)."""
+        return self._score(v, *self._parts(v))
+
+    def energy_and_score(self, v: torch.Tensor):
+        """(F(v), ψ(v)) sharing one pass over the filters (what MALA/HMC need at every step)."""
+        u, rate, phi_m = self._parts(v)
+        return self._free_energy(v, rate, phi_m), self._score(v, u, rate, phi_m)
+
+    def _free_energy(self, v, rate, phi_m):
         return (
             self.gamma * torch.log(rate).sum(-1)
             - softplus(phi_m).sum(-1)
@@ -161,9 +173,7 @@ class MPoT(LatentGaussianModel):
             - self.n_cov * torch.lgamma(self.gamma)
         )
 
-    def score(self, v: torch.Tensor) -> torch.Tensor:
-        """ψ = −C(ĥ^c ⊙ u) + W ĥ^m + b^v − v (Swersky et al. 2011, eqs. 15–16), shape (B, n_visible)."""
-        u, rate, phi_m = self._parts(v)
+    def _score(self, v, u, rate, phi_m):
         return -((self.gamma / rate) * u) @ self.C.T + torch.sigmoid(phi_m) @ self.W.T + self.b_visible - v
 
     def reconstruct(self, v: torch.Tensor) -> torch.Tensor:

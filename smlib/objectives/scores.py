@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from smlib._checks import check_choice, check_data
-from smlib.models.base import EnergyModel
+from smlib.scores import functional_score
 
 __all__ = ["score_of", "hessian_trace", "score_jacobian_diagonal", "METHODS"]
 
@@ -45,17 +45,6 @@ def score_of(model, x: torch.Tensor) -> torch.Tensor:
     return model.score(x)
 
 
-# --------------------------------------------------------------------------- derivatives
-def _functional_score(model):
-    """A score function usable inside torch.func transforms (no torch.autograd.grad inside)."""
-    if getattr(model, "has_energy", False) and type(model).score is EnergyModel.score:
-        def score(y):
-            return -torch.func.grad(lambda z: model.energy(z).sum())(y)
-
-        return score
-    return model.score
-
-
 def _chunk(B, d, chunk_size):
     if chunk_size is None:
         chunk_size = max(1, _CHUNK_ELEMENTS // max(1, B * d))
@@ -65,7 +54,7 @@ def _chunk(B, d, chunk_size):
 def _diag_jvp(model, x, chunk_size):
     """∂ψᵢ/∂xᵢ by forward-over-reverse: eᵢᵀ J eᵢ with J eᵢ = jvp(ψ, x, eᵢ), vmapped over i."""
     B, d = x.shape
-    score = _functional_score(model)
+    score = functional_score(model)
     eye = torch.eye(d, dtype=x.dtype, device=x.device)
 
     def column(e):  # e: (d,) basis vector, same for the whole batch
