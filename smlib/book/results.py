@@ -64,6 +64,30 @@ def _device_name(device: str | None) -> str:
     return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
+def _versions(torch_version: str, smlib_version: str) -> dict:
+    """Versions of Python, PyTorch, smlib and the numerical packages a result can depend on."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "torch": torch_version, "smlib": smlib_version}
+    for dist in ("numpy", "scipy", "scikit-image", "scikit-learn", "PyWavelets"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(*, wall_time_s: float | None = None, device: str | None = None,
                command: str | None = None, parameters: dict | None = None) -> dict:
     """Who/what/where/when of a run: command, commit, device, date, wall time, versions.
@@ -84,8 +108,9 @@ def provenance(*, wall_time_s: float | None = None, device: str | None = None,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 2),
         "parameters": parameters or {},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "smlib": smlib.__version__},
+        "versions": _versions(torch.__version__, smlib.__version__),
+        "cpu": _cpu_model(),
+        "torch_threads": torch.get_num_threads(),
     }
 
 

@@ -100,6 +100,26 @@ def _check_sources(sources) -> tuple:
     return sources
 
 
+_PACKAGE_OF = {"skimage": "scikit-image", "skimage_jpeg": "scikit-image", "pywt": "PyWavelets", "sklearn": "scikit-learn"}
+
+
+def _require_sources(sources) -> None:
+    """Every declared source is there: a missing one would silently change the pool and the split."""
+    for source in sources:
+        group = source.split(":")[0]
+        keys = [source] if ":" in source else [k for k in NATURAL_IMAGES if k.split(":")[0] == group]
+        if _package_dir(NATURAL_IMAGES[keys[0]][0]) is None:
+            raise FileNotFoundError(
+                f"image source {source!r} needs {_PACKAGE_OF[group]}, which is not installed; without it the "
+                "pool of photographs, and so the train/test split, would silently change. Install it, or "
+                "name the sources to use explicitly (e.g. sources=('skimage',)).")
+        missing = [k for k in keys if not _path(k).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"image source {source!r}: {', '.join(missing)} not found in this {_PACKAGE_OF[group]} "
+                f"installation ({_path(missing[0]).parent}); name the images to use explicitly (images=...)")
+
+
 def list_natural_images(sources: Sequence[str] = _ALL_SOURCES, gray: bool | None = None) -> list[str]:
     """Keys of the catalogued photographs that are present on disk.
 
@@ -171,6 +191,7 @@ def _pool(sources, images, gray: bool, size: int) -> list[str]:
         if missing:
             raise FileNotFoundError(f"natural images not installed: {missing}")
     else:
+        _require_sources(sources)
         keys = list_natural_images(sources, gray=None if gray else False)
         if not keys:
             raise FileNotFoundError(

@@ -1,0 +1,54 @@
+r"""The papers' experiments, each written once: presets, protocol, evaluations and verdict rules.
+
+=========================  ====================================================================
+name                       what it reproduces
+=========================  ====================================================================
+``swersky2011``            Swersky et al. (2011) Fig. 1 (a–f) and Fig. 2 on colour patches
+``swersky2011_features``   Swersky et al. (2011) Table 1 on a labelled substitute (MNIST)
+``deen_2d``                Saremi et al. (2018) Fig. 1: DEEN, a score network and Langevin CD in 2-D
+``deen_mnist``             Saremi et al. (2018) Fig. 2: DEEN on MNIST, single-step denoising
+``deen_patches``           Saremi et al. (2018) Fig. 3: DEEN on natural-image patches
+=========================  ====================================================================
+
+Run one from Python (the chapters do, at the ``"ci"`` scale)::
+
+    from smlib import experiments
+    record = experiments.run("swersky2011", scale="ci")
+
+or from the command line, with smlib's runtime dependencies only (no papermill, jupytext or
+IPython)::
+
+    python -m smlib.experiments swersky2011 --scale paper --device cpu --record
+    python -m smlib.experiments swersky2011 --scale paper --only SM-s0     # one unit per process
+
+A killed run continues from its last checkpoint when the same command is given again; see
+:mod:`smlib.experiments.runner`.
+"""
+from __future__ import annotations
+
+import importlib
+
+from smlib.experiments.runner import Experiment, Unit, load_record, record_name, resolve, work_dir
+
+__all__ = ["EXPERIMENTS", "get", "run", "load_record", "resolve", "record_name", "work_dir", "Experiment", "Unit"]
+
+#: name -> (module, class) of every experiment
+EXPERIMENTS = {
+    "swersky2011": ("smlib.experiments.swersky2011", "Swersky2011"),
+    "swersky2011_features": ("smlib.experiments.swersky2011_features", "Swersky2011Features"),
+}
+
+
+def get(name: str) -> Experiment:
+    """The experiment ``name`` (ValueError listing the names otherwise)."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
+    module, cls = EXPERIMENTS[name]
+    return getattr(importlib.import_module(module), cls)()
+
+
+def run(name: str, scale: str = "ci", **kwargs):
+    """Run experiment ``name`` at ``scale``; see :func:`smlib.experiments.runner.run` for the options."""
+    from smlib.experiments import runner
+
+    return runner.run(get(name), scale, **kwargs)

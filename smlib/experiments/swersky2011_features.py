@@ -1,0 +1,238 @@
+r"""Swersky et al. (2011), Table 1: do the six estimators' mPoT features classify equally well?
+
+The paper trains an mPoT with each estimator on 8×8 colour patches of Tiny Images, computes
+features of CIFAR-10 images with the protocol of Ranzato & Hinton (2010) and reports the test
+accuracy of a linear classifier (CD 64.6 %, PCD 64.7 %, FPCD 65.5 %, SM 65.0 %, SMD 64.7 %,
+AE 57.6 %), concluding that AE is significantly worse and the other five do not differ
+significantly. CIFAR-10 cannot be downloaded here, so this is a **substitute** where learned
+features can matter: MNIST with the same convolutional protocol.
+
+* unsupervised data: random 8×8 patches of MNIST training images (the validation images
+  excluded), per-patch mean removed, PCA-whitened to 99 % of the variance; the paper made 10
+  epochs of SGD over about 800,000 patches;
+* features of an image: the posterior means [ĥᶜ, ĥᵐ] of its 8×8 patches on a stride-4 grid (6×6
+  positions), concatenated;
+* classifier: multinomial logistic regression on standardised features; the unsupervised
+  training is early-stopped on validation accuracy (probe at C = 1 after selected epochs) and
+  the L2 strength C is chosen on the validation images; the test images are used once;
+* ``n_seeds`` paired runs: run r of every estimator starts from the same initialisation and sees
+  the same minibatch order, so estimators are compared by paired tests;
+* baselines: the same protocol on the features of the untrained mPoT, and on whitened patch
+  pixels.
+
+Claims and their rules: :func:`claims`.
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import math
+
+import numpy as np
+import torch
+
+from smlib import data, metrics, models, train
+from smlib._io import atomic_write
+from smlib.experiments import verdicts as V
+from smlib.experiments.runner import Experiment, Unit, default_dtype
+from smlib.experiments.swersky2011 import COLORS, objective_for
+
+__all__ = ["Swersky2011Features", "ESTIMATORS", "PAPER_ACCURACY", "claims", "plot_table1"]
+
+ESTIMATORS = ("CD", "PCD", "FPCD", "SM", "SMD", "AE")  # the paper's column order
+PAPER_ACCURACY = dict(CD=64.6, PCD=64.7, FPCD=65.5, SM=65.0, SMD=64.7, AE=57.6)  # Table 1, CIFAR-10, %
+
+_COMMON = dict(batch_size=128, patch=8, stride=4, keep=0.99, gamma=1.0, optimizer="sgd", momentum=0.0,
+               dtype="float32", smd_sigma=1.0, sampler="hmc", n_leapfrog=10, hmc_step=0.05, fast_lr=1e-2,
+               fast_decay=0.95, probe_Cs=[0.01, 0.1, 1.0], probe_iter=200, alpha=0.05, margin=1.0,
+               learned_margin=1.0, split_seed=0)
+PRESETS = {
+    "ci": dict(_COMMON, n_seeds=3, n_patches=10_000, n_epochs=3, n_cov=32, n_mean=16, lr=0.01,
+               n_train_images=1000, n_val_images=500, n_test_images=1000, stop_epochs=[1, 3]),
+    "paper": dict(_COMMON, n_seeds=5, n_patches=200_000, n_epochs=10, n_cov=64, n_mean=32, lr=0.01,
+                  n_train_images=5000, n_val_images=2000, n_test_images=10_000, stop_epochs=[2, 4, 6, 8, 10]),
+}
+
+
+def _center(x):
+    return x - x.mean(1, keepdim=True)
+
+
+def _unfold(images, side, size, stride):
+    """All size×size patches of (N, side²) images on a stride grid: (N·L, size²), L positions per image."""
+    cols = torch.nn.functional.unfold(images.reshape(-1, 1, side, side), kernel_size=size, stride=stride)
+    return cols.transpose(1, 2).reshape(-1, size * size), cols.shape[-1]
+
+
+def _random_patches(images, side, n, size, rng):
+    x = images.reshape(-1, side, side)
+    i, r, c = rng.integers(0, len(x), n), rng.integers(0, side - size + 1, n), rng.integers(0, side - size + 1, n)
+    ar = np.arange(size)
+    return x[torch.from_numpy(i)[:, None, None], torch.from_numpy(r[:, None, None] + ar[None, :, None]),
+             torch.from_numpy(c[:, None, None] + ar[None, None, :])].reshape(n, -1)
+
+
+class Swersky2011Features(Experiment):
+    name = "swersky2011_features"
+    title = "Swersky et al. (2011), Table 1 on a substitute: mPoT features of MNIST, six estimators, paired seeds"
+    presets = PRESETS
+
+    def units(self, cfg):
+        return [Unit(f"{e}-s{r}", estimator=e, seed=r) for r in range(cfg["n_seeds"]) for e in ESTIMATORS] + [
+            Unit("baselines")]
+
+    def setup(self, cfg, device):
+        (xtr, ytr), (xte, yte) = data.load_mnist("train"), data.load_mnist("test")
+        rng = np.random.default_rng(cfg["split_seed"])
+        perm = torch.from_numpy(rng.permutation(len(xtr)))
+        xtr, ytr = xtr.double()[perm], ytr[perm]
+        n_tr, n_val = cfg["n_train_images"], cfg["n_val_images"]
+        images = {"train": xtr[:n_tr], "val": xtr[len(xtr) - n_val:], "test": xte.double()[: cfg["n_test_images"]]}
+        labels = {"train": ytr[:n_tr].numpy(), "val": ytr[len(xtr) - n_val:].numpy(),
+                  "test": yte[: cfg["n_test_images"]].numpy()}
+        side = 28
+        patches = _center(_random_patches(xtr[: len(xtr) - n_val], side, cfg["n_patches"], cfg["patch"], rng))
+        whitener = data.PatchWhitener(keep=cfg["keep"]).fit(patches)
+        dtype = torch.float32 if cfg["dtype"] == "float32" else torch.float64
+        return {"images": images, "labels": labels, "side": side, "whitener": whitener, "d": whitener.n_components_,
+                "X": whitener.transform(patches).to(dtype), "dtype": dtype, "device": torch.device(device)}
+
+    def features(self, ctx, cfg, model, split):
+        """[ĥᶜ, ĥᵐ] of every stride-grid patch of the images of ``split``, concatenated per image."""
+        out, imgs = [], ctx["images"][split]
+        with torch.no_grad():
+            for start in range(0, len(imgs), 1000):
+                p, n_loc = _unfold(imgs[start:start + 1000], ctx["side"], cfg["patch"], cfg["stride"])
+                z = ctx["whitener"].transform(_center(p)).to(device=ctx["device"], dtype=ctx["dtype"])
+                if model is None:  # baseline: the whitened patches themselves
+                    f = z
+                else:
+                    hc, hm = model.hidden_means(z)
+                    f = torch.cat([hc, hm], 1)
+                out.append(f.reshape(-1, n_loc * f.shape[1]).float().cpu())
+        return torch.cat(out).numpy()
+
+    def probe(self, ctx, cfg, model, C, on="val", feats=None):
+        f_tr = self.features(ctx, cfg, model, "train") if feats is None else feats
+        return metrics.linear_probe_accuracy(f_tr, ctx["labels"]["train"], self.features(ctx, cfg, model, on),
+                                             ctx["labels"][on], C=C, max_iter=cfg["probe_iter"], backend="torch",
+                                             device=ctx["device"])
+
+    def evaluate_final(self, ctx, cfg, model):
+        """C chosen on validation images, then the test accuracy (%) — the test set is used once here."""
+        f_tr = self.features(ctx, cfg, model, "train")
+        val = [self.probe(ctx, cfg, model, C, "val", f_tr) for C in cfg["probe_Cs"]]
+        C = cfg["probe_Cs"][int(np.argmax(val))]
+        return {"C": C, "val_acc": 100 * max(val), "test_acc": 100 * self.probe(ctx, cfg, model, C, "test", f_tr)}
+
+    def new_model(self, ctx, cfg, seed):
+        torch.manual_seed(seed)
+        with default_dtype(ctx["dtype"]):
+            return models.MPoT(ctx["d"], n_cov=cfg["n_cov"], n_mean=cfg["n_mean"], gamma=cfg["gamma"]).to(ctx["device"])
+
+    def run_unit(self, ctx, unit, cfg, *, checkpoint, device, progress):
+        if unit.key == "baselines":
+            untrained = self.evaluate_final(ctx, cfg, self.new_model(ctx, cfg, 0))
+            return {"untrained mPoT features": untrained, "whitened patch pixels": self.evaluate_final(ctx, cfg, None)}
+        model = self.new_model(ctx, cfg, unit["seed"])
+        best = checkpoint.with_suffix(".best.pt")  # the early-stopping snapshot survives a restart
+        stops = set(cfg["stop_epochs"])
+
+        def early_stopping(m, step, epoch, history):
+            if epoch + 1 not in stops:
+                return None
+            acc = 100 * self.probe(ctx, cfg, m, 1.0)
+            seen = [a for a in history.per_epoch.get("val_acc", []) if math.isfinite(a)]
+            if not seen or acc > max(seen):
+                buf = io.BytesIO()
+                torch.save({"epoch": epoch + 1, "model": m.state_dict()}, buf)
+                atomic_write(best, buf.getvalue(), what="early-stopping snapshot")
+            return {"val_acc": acc}
+
+        objective, options = objective_for(unit["estimator"], cfg)
+        per_epoch = math.ceil(cfg["n_patches"] / cfg["batch_size"])
+        hist = train.fit(model, ctx["X"], objective, options=options, n_epochs=cfg["n_epochs"],
+                         batch_size=cfg["batch_size"], optimizer=cfg["optimizer"], lr=cfg["lr"],
+                         momentum=cfg["momentum"], device=device, seed=unit["seed"], progress=progress,
+                         log_every=per_epoch, checkpoint=checkpoint, checkpoint_every=per_epoch, resume=True,
+                         callback=early_stopping)
+        snap = torch.load(best, map_location=ctx["device"], weights_only=True)
+        model.load_state_dict(snap["model"])
+        out = self.evaluate_final(ctx, cfg, model)
+        out.update(epoch=snap["epoch"], val_curve=[float(a) for a in hist.per_epoch["val_acc"]],
+                   train_wall_time_s=hist.wall_time)
+        return out
+
+    def summarise(self, ctx, cfg, results):
+        acc = {e: [results[f"{e}-s{r}"]["test_acc"] for r in range(cfg["n_seeds"])] for e in ESTIMATORS}
+        summary = {"d": ctx["d"], "accuracy": acc,
+                   "mean": {e: float(np.mean(v)) for e, v in acc.items()},
+                   "std": {e: float(np.std(v, ddof=1)) for e, v in acc.items()},
+                   "baselines": {k: v["test_acc"] for k, v in results["baselines"].items()}}
+        summary["claims"] = claims({"config": cfg, "summary": summary})
+        return summary
+
+    def figures(self, record):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3))
+        plot_table1(record, ax)
+        fig.tight_layout()
+        return {"table1": fig}
+
+
+def claims(record) -> list[dict]:
+    """Table 1's two claims on the substitute, by the rules of the module docstring of verdicts.py.
+
+    * Learned features must matter here first: the best estimator's mean accuracy must exceed
+      the untrained mPoT's by more than ``learned_margin`` points; otherwise both claims are
+      "not testable on this substitute".
+    * "AE is significantly worse": for each other estimator X, a one-sided paired t-test of AE < X
+      over the seeds; Holm-corrected over the five at ``alpha``.
+    * "the other five do not differ significantly": equivalence within ±``margin`` points by
+      paired TOST for each of the ten pairs, Holm-corrected over the ten.
+    """
+    cfg, S = record["config"], record["summary"]
+    acc, alpha = S["accuracy"], cfg["alpha"]
+    best = max(S["mean"].values())
+    untrained = S["baselines"]["untrained mPoT features"]
+    testable = best > untrained + cfg["learned_margin"]
+    note = f"best mean {best:.2f}% vs untrained {untrained:.2f}%, whitened pixels {S['baselines']['whitened patch pixels']:.2f}%"
+    others = [e for e in ESTIMATORS if e != "AE"]
+    worse = {e: V.paired_t(acc["AE"], acc[e], "less") for e in others}
+    rej = V.holm({e: t["p"] for e, t in worse.items()}, alpha)
+    out = [{"claim": "AE's features classify significantly worse than all others (Table 1)",
+            "rule": f"one-sided paired t-test AE < X over {cfg['n_seeds']} seeds, Holm over 5 at α = {alpha}; "
+                    f"testable only if learned features beat untrained ones by > {cfg['learned_margin']} points",
+            "numbers": "; ".join(f"AE − {e}: {worse[e]['mean_diff']:+.2f} pts (p = {worse[e]['p']:.3f})" for e in others)
+                       + f"; {note}",
+            "verdict": V.verdict([rej[e] for e in others], testable=testable)}]
+    pairs = list(itertools.combinations(others, 2))
+    tost = {f"{a}|{b}": V.tost_paired(acc[a], acc[b], cfg["margin"], alpha) for a, b in pairs}
+    eq = V.holm({k: t["p"] for k, t in tost.items()}, alpha)
+    worst = max(tost.items(), key=lambda kv: kv[1]["p"])
+    out.append({"claim": "CD, PCD, FPCD, SM, SMD do not differ significantly (Table 1)",
+                "rule": f"paired TOST equivalence within ±{cfg['margin']} points for each of the 10 pairs, Holm at α = {alpha}",
+                "numbers": f"{sum(eq.values())}/10 pairs equivalent; least equivalent {worst[0]}: mean diff "
+                           f"{worst[1]['mean_diff']:+.2f}, {100 * (1 - 2 * alpha):.0f}% CI ({worst[1]['ci'][0]:+.2f}, "
+                           f"{worst[1]['ci'][1]:+.2f}), p = {worst[1]['p']:.3f}; {note}",
+                "verdict": V.verdict(list(eq.values()), testable=testable)})
+    return out
+
+
+def plot_table1(record, ax):
+    """Test accuracy per estimator (dots: seeds; bar: mean) with the two baselines as lines."""
+    S = record["summary"]
+    for i, e in enumerate(ESTIMATORS):
+        v = S["accuracy"][e]
+        ax.bar(i, np.mean(v), color=COLORS[e], alpha=0.35, width=0.6)
+        ax.scatter(np.full(len(v), i) + np.linspace(-0.12, 0.12, len(v)), v, color=COLORS[e], s=14, zorder=3)
+    for (name, value), ls in zip(S["baselines"].items(), ("--", ":")):
+        ax.axhline(value, color="grey", ls=ls, lw=1, label=name)
+    lo = min(min(min(v) for v in S["accuracy"].values()), *S["baselines"].values())
+    ax.set_ylim(lo - 1, max(max(v) for v in S["accuracy"].values()) + 1)
+    ax.set_xticks(range(len(ESTIMATORS)), ESTIMATORS)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"MNIST patch features, {record['record_name']}, {record['config']['n_seeds']} seeds", fontsize=9)
+    ax.legend(fontsize=7)
+    return ax
