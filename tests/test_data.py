@@ -653,3 +653,16 @@ def test_cifar10_folder_and_errors(tmp_path):
     evil, _, _ = make_cifar_archive(tmp_path / "evil.tar.gz", evil=True)
     with pytest.raises(ValueError, match="refusing to unpickle"):
         D.load_cifar10("train", path=evil, md5=None)
+
+
+def test_a_declared_image_source_that_is_missing_is_an_error(monkeypatch):
+    # without PyWavelets its photographs would silently leave the pool and change the train/test split
+    from smlib.data import patches as P
+
+    real = P._package_dir
+    monkeypatch.setattr(P, "_package_dir", lambda package: None if package == "pywt" else real(package))
+    with pytest.raises(FileNotFoundError, match="image source 'pywt' needs PyWavelets, which is not installed"):
+        D.natural_patches(10, size=8, sources=("skimage", "pywt"))
+    with pytest.raises(FileNotFoundError, match="PyWavelets"):
+        D.natural_patches_split(10, 10, size=8, sources=("skimage", "pywt"))
+    assert D.natural_patches(10, size=8, sources=("skimage",)).shape == (10, 64)  # named sources still work

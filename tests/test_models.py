@@ -14,8 +14,8 @@ from scipy import integrate
 
 from helpers import assert_sample_moments, randomize
 from smlib.models import DAEEnergy, GaussianEnergy, GRBM, MCRBM, MLPEnergy, MPoT, ScoreMLP, ACTIVATIONS
-from smlib.models.base import (
-    EnergyModel,
+from smlib.models.base import EnergyModel
+from smlib.models.gated import (
     _gated_gaussian_affine,
     _gated_noise_dim,
     gated_gaussian_mean,

@@ -30,7 +30,7 @@ from smlib import data, metrics, models, train
 from smlib.experiments import verdicts as V
 from smlib.experiments.runner import Experiment, Unit, default_dtype
 
-__all__ = ["Swersky2011", "ESTIMATORS", "claims", "plot_fig1", "plot_filters"]
+__all__ = ["Swersky2011", "ESTIMATORS", "claims", "plot_fig1", "plot_filters", "plot_smd_sigma", "gabor_table"]
 
 ESTIMATORS = ("SM", "SMD", "CD", "PCD", "FPCD", "AE")
 COLORS = dict(SM="C0", SMD="C1", CD="C2", PCD="C3", FPCD="C4", AE="C5")
@@ -40,9 +40,9 @@ _COMMON = dict(batch_size=128, patch_size=16, gray=False, keep=0.99, gamma=1.0, 
                fast_lr=1e-2, fast_decay=0.95, map_lambdas=[0.5, 1.0, 2.0, 4.0], tol=0.01,
                sources=["skimage", "skimage_jpeg", "sklearn"], n_test_images=2, split_seed=0)
 PRESETS = {
-    "ci": dict(_COMMON, n_train=4000, n_epochs=4, n_cov=64, n_mean=32, lr=0.01, seeds=[0], smd_sweep=[0.3],
-               n_test=1000, n_val=200, n_denoise=300, n_eval=1000, n_noise=2, map_steps=20, n_gabor=8,
-               denoise_dense_until=4, denoise_every=1),
+    "ci": dict(_COMMON, n_train=2000, n_epochs=3, n_cov=32, n_mean=16, lr=0.01, seeds=[0], smd_sweep=[0.3],
+               n_test=500, n_val=100, n_denoise=200, n_eval=500, n_noise=2, map_steps=15, n_gabor=8,
+               denoise_dense_until=3, denoise_every=1),
     "paper": dict(_COMMON, n_train=128_000, n_epochs=100, n_cov=256, n_mean=100, lr=0.001, seeds=[0, 1],
                   smd_sweep=[0.3, 3.0], n_test=10_000, n_val=300, n_denoise=1000, n_eval=10_000, n_noise=2,
                   map_steps=40, n_gabor=64, denoise_dense_until=10, denoise_every=5),
@@ -373,6 +373,48 @@ def plot_filters(record, fig):
             axes[i, j].title.set_fontsize(8)
     fig.tight_layout()
     return fig
+
+
+def plot_smd_sigma(record, ax):
+    """The free-energy gap during SMD training at the swept noise levels, beside SM and the main SMD run."""
+    cfg = record["config"]
+    seed = cfg["seeds"][0]
+    for name, lw in (("SM", 2), ("SMD", 2)):
+        ax.plot(np.mean(curves_of(record, name, seed, "gap"), 0), color=COLORS[name], lw=lw,
+                label=name if name == "SM" else f"SMD σ={cfg['smd_sigma']:g} (main run)")
+    sweep = cfg["smd_sweep"]
+    for i, sig in enumerate(sweep):
+        c = record["units"][f"SMD{sig:g}-s{seed}"]["curves"]
+        gaps = [c[k] for k in sorted(c) if k.startswith("gap_")]
+        ax.plot(np.mean(gaps, 0), ls="--", color=_viridis(0.85 * i / max(1, len(sweep) - 1)), label=f"SMD σ={sig:g}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("F(noisy) − F(clean)")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def _viridis(t):
+    import matplotlib.pyplot as plt
+
+    return plt.cm.viridis(t)
+
+
+def gabor_table(record) -> str:
+    """Markdown: median R² and fraction Gabor-like of the C and W filters, with the two checks of the measure."""
+    ref = record["summary"]["reference"]
+    seeds = record["config"]["seeds"]
+    rows = ["| filters of | C: median R² | C: Gabor-like | W: median R² | W: Gabor-like |", "|---|---|---|---|---|"]
+    p = ref["planted"]
+    rows.append(f"| planted Gabors + 5% noise (must pass) | {p['median_r2']:.2f} | {p['frac_gabor']:.2f} | — | — |")
+    u = ref["untrained"]
+    rows.append(f"| untrained initialisation (control) | {u['C_gabor']['median_r2']:.2f} | {u['C_gabor']['frac_gabor']:.2f}"
+                f" | {u['W_gabor']['median_r2']:.2f} | {u['W_gabor']['frac_gabor']:.2f} |")
+    for e in ESTIMATORS:
+        f = [record["units"][f"{e}-s{s}"]["filters"] for s in seeds]
+        m = lambda k, q: np.mean([x[k][q] for x in f])  # noqa: E731
+        rows.append(f"| {e} | {m('C_gabor', 'median_r2'):.2f} | {m('C_gabor', 'frac_gabor'):.2f} | "
+                    f"{m('W_gabor', 'median_r2'):.2f} | {m('W_gabor', 'frac_gabor'):.2f} |")
+    return "\n".join(rows)
 
 
 def timing_note(record) -> str:

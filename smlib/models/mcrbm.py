@@ -6,12 +6,11 @@ import math
 import torch
 from torch import nn
 
+from smlib.models.gated import gated_gaussian_mean, sample_gated_gaussian
 from smlib.models.base import (
     LatentGaussianModel,
     _check_input,
-    gated_gaussian_mean,
     rho_bernoulli,
-    sample_gated_gaussian,
     softplus,
 )
 

@@ -7,14 +7,12 @@ import torch
 from torch import nn
 
 from smlib._checks import check_positive
+from smlib.models.gated import gated_gaussian_mean, sample_gamma, sample_gated_gaussian
 from smlib.models.base import (
     LatentGaussianModel,
     _check_input,
-    gated_gaussian_mean,
     learnable_or_fixed,
     rho_bernoulli,
-    sample_gamma,
-    sample_gated_gaussian,
     softplus,
 )
 
