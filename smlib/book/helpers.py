@@ -1,9 +1,14 @@
 """Helpers that several chapters and the tests share (defined once here, imported there)."""
 from __future__ import annotations
 
+import random
+from fractions import Fraction
+
 import torch
 
-__all__ = ["randomise", "all_states"]
+from smlib.models.base import EnergyModel
+
+__all__ = ["randomise", "all_states", "FreeEnergyOnly", "at_random_rationals"]
 
 
 def randomise(model: torch.nn.Module, scale: float = 1.0, *, generator: torch.Generator | None = None,
@@ -24,3 +29,54 @@ def all_states(n: int, dtype: torch.dtype | None = None) -> torch.Tensor:
     """All 2^n binary vectors as rows, shape (2^n, n), bit i of row r in column i."""
     idx = torch.arange(2**n)
     return ((idx[:, None] >> torch.arange(n)) & 1).to(dtype or torch.get_default_dtype())
+
+
+class FreeEnergyOnly(EnergyModel):
+    """A model seen only through its (free) energy: score and Hessian trace come from autograd.
+
+    The latent models of `smlib` (GRBM, MCRBM, MPoT) carry closed-form scores, and
+    `smlib.objectives.sm_generic` differentiates ``model.score``; wrapping the model here hides
+    every closed form, so that ψ = −∇F and ∇·ψ = −ΔF are automatic derivatives of
+    ``model.free_energy`` (or ``model.energy``) alone — an independent check of the closed forms.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__(model.dim)
+        self.model = model
+
+    def energy(self, v: torch.Tensor) -> torch.Tensor:
+        f = getattr(self.model, "free_energy", None) or self.model.energy
+        return f(v)
+
+
+def at_random_rationals(expr, n_points: int = 3, seed: int = 0, bound: int = 5) -> list:
+    """Exact values of a sympy expression at random rational points, to *disprove* an identity.
+
+    Every derivative of an undefined function (highest order first), then every undefined
+    function, then every free symbol is replaced by a random rational p/q with |p| ≤ ``bound``·q,
+    1 ≤ q ≤ ``bound``; positive symbols get positive values. Derivatives at one point can be
+    chosen independently (a polynomial realises any finite jet), so a non-zero value is a
+    counterexample: the identity ``expr == 0`` is false. (A non-zero ``sp.simplify`` result, by
+    contrast, may just be a form sympy failed to reduce.) Returns the ``n_points`` exact values.
+    """
+    import sympy as sp
+    from sympy.core.function import AppliedUndef
+
+    rng = random.Random(seed)
+
+    def draw(positive=False):
+        q = rng.randint(1, bound)
+        p = rng.randint(1, bound * q) if positive else rng.randint(-bound * q, bound * q)
+        return sp.Rational(Fraction(p, q))
+
+    values = []
+    for _ in range(n_points):
+        e = sp.sympify(expr).doit()
+        derivs = sorted(e.atoms(sp.Derivative), key=lambda d: -d.derivative_count)
+        for d in derivs:
+            e = e.subs(d, draw())
+        for f in e.atoms(AppliedUndef):
+            e = e.subs(f, draw())
+        e = e.subs({s: draw(positive=bool(s.is_positive)) for s in e.free_symbols})
+        values.append(sp.nsimplify(sp.simplify(e)))
+    return values

@@ -1,0 +1,56 @@
+"""smlib.book.helpers: the helpers the chapters share (random parameters, hidden states, the
+free-energy-only wrapper, disproof at random rational points)."""
+import sympy as sp
+import torch
+
+from smlib import objectives
+from smlib.book.helpers import FreeEnergyOnly, all_states, at_random_rationals, randomise
+from smlib.models import GRBM, MCRBM, MPoT
+
+
+def test_randomise_matches_the_global_and_generator_streams():
+    m = torch.nn.Linear(3, 2).double()
+    torch.manual_seed(5)
+    randomise(m, 0.7)
+    torch.manual_seed(5)
+    ref = [0.7 * torch.randn_like(p) for p in m.parameters()]
+    assert all(torch.equal(p, r) for p, r in zip(m.parameters(), ref))
+    g = torch.Generator().manual_seed(2)
+    before = [p.detach().clone() for p in m.parameters()]
+    randomise(m, 0.1, generator=g, add=True)
+    g = torch.Generator().manual_seed(2)
+    assert all(torch.equal(p, b + 0.1 * torch.randn(b.shape, generator=g, dtype=b.dtype))
+               for p, b in zip(m.parameters(), before))
+
+
+def test_all_states_enumerates_each_binary_vector_once():
+    s = all_states(4)
+    assert s.shape == (16, 4) and s.dtype == torch.get_default_dtype()
+    assert len({tuple(r.tolist()) for r in s}) == 16 and set(s.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(s[5], torch.tensor([1.0, 0.0, 1.0, 0.0]))
+
+
+def test_free_energy_only_uses_autograd_not_the_closed_form_score():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 4, generator=g, dtype=torch.float64)
+    for model in (GRBM(4, 3, sigma=0.8), MCRBM(4, 3, 2, 2), MPoT(4, 2, 2, gamma=1.7)):
+        model = randomise(model.double(), 0.6, generator=g)
+        wrapped = FreeEnergyOnly(model)
+        assert (wrapped.score(x) - model.score(x)).abs().max() < 1e-12
+        j_closed = objectives.sm(model, x)
+        j_auto = objectives.sm_generic(wrapped, x)
+        assert abs(j_auto - j_closed) < 1e-10 * max(1.0, abs(j_closed.item()))
+        # a wrong closed-form score moves sm_generic(model) but not the wrapper
+        model.score = lambda v, s=model.score: 2 * s(v)
+        assert abs(objectives.sm_generic(model, x) - j_closed) > 1e-3
+        assert abs(objectives.sm_generic(wrapped, x) - j_auto) < 1e-12
+
+
+def test_at_random_rationals_disproves_false_identities_only():
+    x, y = sp.symbols("x y", real=True)
+    s = sp.Symbol("s", positive=True)
+    f = sp.Function("f")
+    assert any(v != 0 for v in at_random_rationals(sp.diff(f(x) * f(y), x) - f(x) * sp.diff(f(y), y)))
+    assert all(v == 0 for v in at_random_rationals(sp.diff(f(x) ** 2, x) - 2 * f(x) * sp.diff(f(x), x)))
+    assert all(v == 0 for v in at_random_rationals(sp.sqrt(s**2) - s))        # s > 0 is respected
+    assert all(isinstance(v, sp.Rational) for v in at_random_rationals(x / (1 + y**2)))
