@@ -70,6 +70,17 @@ def test_mlp_theta_gradients_match_the_loop(d, hidden):
             torch.testing.assert_close(g, r, **TOL)
 
 
+def test_packed_sandwich_keeps_theta_gradients(monkeypatch):
+    monkeypatch.setattr(FL, "_PACKED_MIN_BATCH", 1)  # the large-batch path of sandwich_diagonal
+    model = mlp(12, (4, 6, 3, 5), "tanh", seed=3)
+    x = torch.randn(3, 12, dtype=torch.float64)
+    ref = loop_diagonal(model, x)
+    diag = model.score_jacobian_diagonal(x, route="preactivation")
+    torch.testing.assert_close(diag, ref, **TOL)
+    for g, r in zip(grads(model, (diag * diag).sum()), grads(model, (ref * ref).sum())):
+        torch.testing.assert_close(g, r, **TOL)
+
+
 def test_mlp_objectives_use_the_new_route():
     """objectives.sm / kingma_lecun (method "auto") agree with the loop, values and θ-gradients."""
     model = mlp(10, (4, 5, 3), "tanh", seed=2)
@@ -97,19 +108,17 @@ def test_first_layer_factor_has_min_d_k_rows_and_reproduces_the_gram_matrix(k, d
     torch.testing.assert_close(V.T @ V, W @ W.T, **TOL)
 
 
-def test_sandwich_diagonal_is_diag_of_wt_h_w():
+def test_sandwich_diagonal_is_diag_of_wt_h_w(monkeypatch):
     k, d, B = 6, 11, 3
     A = torch.randn(B, k, k, dtype=torch.float64)
     H = A + A.transpose(1, 2)
     W = torch.randn(k, d, dtype=torch.float64)
     ref = torch.diagonal(W.T @ H @ W, dim1=1, dim2=2)
-    torch.testing.assert_close(FL.sandwich_diagonal(H, W), ref, **TOL)
-    old = FL._SANDWICH_ELEMENTS
-    try:  # several column chunks
-        FL._SANDWICH_ELEMENTS = 2 * k * (k + 1)
-        torch.testing.assert_close(FL.sandwich_diagonal(H, W), ref, **TOL)
-    finally:
-        FL._SANDWICH_ELEMENTS = old
+    torch.testing.assert_close(FL.sandwich_diagonal(H, W), ref, **TOL)  # small batch: (H W) ⊙ W
+    monkeypatch.setattr(FL, "_PACKED_MIN_BATCH", 1)
+    torch.testing.assert_close(FL.sandwich_diagonal(H, W), ref, **TOL)  # packed pairs, one chunk
+    monkeypatch.setattr(FL, "_SANDWICH_ELEMENTS", 2 * k * (k + 1))
+    torch.testing.assert_close(FL.sandwich_diagonal(H, W), ref, **TOL)  # several column chunks
 
 
 def test_diagonal_route_choice_follows_the_operation_counts():
