@@ -179,13 +179,13 @@ def training_loop(networks, device, reps, seconds):
                     row["compile_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
                     traceback.print_exc(limit=2)
             try:
-                row.update(timing.per_step_ms(runs, n_short, n_long, device, reps))
+                row.update(timing.per_step_ms(runs, n_short, n_long, device, reps=reps))
             except Exception as err:  # noqa: BLE001 - compile may fail only when run
                 if "compile_ms" not in runs:
                     raise
                 row["compile_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
                 runs.pop("compile_ms")
-                row.update(timing.per_step_ms(runs, n_short, n_long, device, reps))
+                row.update(timing.per_step_ms(runs, n_short, n_long, device, reps=reps))
             if runs["fit_ms"].warnings:
                 row["fit_warnings"] = runs["fit_ms"].warnings
             row["eager_loop_over_fit"] = row["eager_loop_ms"] / row["fit_ms"]
@@ -248,7 +248,7 @@ def ensemble(device, reps, sizes, n_short, n_long):
             reference.sequential_members(make, seeds, data, _dsm, n, batch)
 
         times = timing.per_step_ms({"ensemble_ms": ens, "sequential_fit_ms": seq_fit, "sequential_eager_ms": seq_eager},
-                                n_short, n_long, device, reps)
+                                n_short, n_long, device, reps=reps)
         row = {"network": "2-32-32-32-1", "batch": batch, "objective": "dsm", "n_models": M, **times}
         row["speedup_vs_sequential_fit"] = row["sequential_fit_ms"] / row["ensemble_ms"]
         row["speedup_vs_sequential_eager"] = row["sequential_eager_ms"] / row["ensemble_ms"]
