@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 from torch import nn
-from torch.func import grad_and_value, stack_module_state, vmap
+from torch.func import functional_call, grad, grad_and_value, stack_module_state, vmap
 
 from helpers import randomize
 from smlib import objectives as O
@@ -213,7 +213,7 @@ def test_mixin_with_an_affine_f_has_zero_curvature():
 @pytest.mark.parametrize("d,hidden", [(2, (8, 8, 8)), (9, (4, 5))])
 def test_functional_divergence_matches_the_ensemble_sm_loss(d, hidden):
     """vmap(grad) of ½‖ψ‖² + functional_score_divergence equals fit_ensemble's jvp-trace "sm" loss."""
-    from smlib.ensemble import _member_loss, _score_fn
+    from smlib.ensemble import _member_loss  # the "sm" member loss of fit_ensemble (jvp over the basis)
 
     torch.manual_seed(5)
     members = [randomize(MLPEnergy(d, hidden, "softplus").double(), seed=m) for m in range(3)]
@@ -221,7 +221,7 @@ def test_functional_divergence_matches_the_ensemble_sm_loss(d, hidden):
     base = copy.deepcopy(members[0]).to("meta")
 
     def new_loss(params, buffers, x, noise, sigma):
-        psi = _score_fn(base, params, buffers)(x)
+        psi = -grad(lambda y: functional_call(base, (params, buffers), (y,)).sum())(x)
         return (0.5 * (psi * psi).sum(-1) + MD.functional_score_divergence(params, x, base.activation)).mean()
 
     args = (params, buffers, torch.randn(3, 6, d, dtype=torch.float64), torch.zeros(3, 1, dtype=torch.float64),
