@@ -26,7 +26,7 @@ from bench import cases
 from smlib.book import timing
 from smlib.book import results
 
-SECTIONS = ("exact_sm", "training_loop", "latent", "ensemble", "scaling")
+SECTIONS = ("exact_sm", "training_loop", "latent", "ensemble", "scaling", "first_layer")
 
 
 def _device(name):
@@ -56,6 +56,9 @@ def run(device, quick, reps, sections):
         dims = [2, 8, 32, 128] if quick else [2, 8, 32, 128, 512]
         batches = [16, 64, 256] if quick else [16, 64, 256, 1024]
         doc["scaling"] = cases.scaling(device, max(3, reps // 2), dims, batches)
+    if "first_layer" in sections:  # issue 11
+        doc["first_layer"] = cases.first_layer(cases.QUICK_FIRST_LAYER_NETWORKS if quick else cases.FIRST_LAYER_NETWORKS,
+                                               device, reps, [2, 32, 128] if quick else [2, 8, 32, 128, 512])
     return doc
 
 
@@ -84,6 +87,7 @@ def targets(doc, device):
     for row in doc.get("ensemble", []):
         add(f"ensemble of {row['n_models']} vs sequential fit (speed-up)", row["speedup_vs_sequential_fit"],
             "> 1 (no fixed target)", lambda v: v > 1)
+    out.extend(cases.first_layer_targets(doc))
     return out
 
 

@@ -79,3 +79,67 @@ class GraphedStep:
         self.x.copy_(x)
         self.graph.replay()
         return self.loss
+
+
+def gram_laplacian(model, x: torch.Tensor) -> torch.Tensor:
+    """ΔE of an `MLPEnergy` by the Gram-factor closed form that `MLPEnergy` used before issue 11.
+
+    Kept verbatim as the "before" of the benchmark: J̃₁ = Rᵀ (W₁ᵀ = QR) when d > n₁, else W₁,
+    propagated as J̃_{l+1} = W_{l+1} diag(φ'_l) J̃_l with row norms from ``vector_norm``.
+    """
+    from smlib.models.activations import ACTIVATIONS
+
+    act = ACTIVATIONS[model.activation]
+    B, d = x.shape
+    W1 = model.layers[0].weight
+    n1 = W1.shape[0]
+    J = torch.linalg.qr(W1.T, mode="reduced").R.T if d > n1 else W1
+    r = J.shape[-1]
+    norms = (W1 * W1).sum(-1)
+    h = model.layers[0](x)
+    lap_h = None
+    n = len(model.layers)
+    for l in range(n):
+        a, d1, d2 = act(h)
+        lap_a = d2 * norms if lap_h is None else d2 * norms + d1 * lap_h
+        if l == n - 1:
+            break
+        nxt = model.layers[l + 1]
+        h = nxt(a)
+        lap_h = lap_a @ nxt.weight.T
+        scale = d1.T.contiguous().unsqueeze(-1)
+        X = scale * (J.unsqueeze(1) if J.ndim == 2 else J)
+        J = (nxt.weight @ X.view(X.shape[0], B * r)).view(-1, B, r)
+        norms = torch.linalg.vector_norm(J, dim=-1).square().T
+    return lap_a @ model.out.weight.squeeze(0)
+
+
+def sm_gram(model, x: torch.Tensor) -> torch.Tensor:
+    """J_SM = mean[½‖ψ‖² − ΔE] with ΔE from :func:`gram_laplacian` (the closed form before issue 11)."""
+    psi = model.score(x)
+    return (0.5 * (psi * psi).sum(-1) - gram_laplacian(model, x)).mean()
+
+
+def ensemble_score(base, params, buffers):
+    """x ↦ ψ(x) = −∇ₓE(x) of one member given as parameters, by ``torch.func.grad`` (transformable)."""
+    from torch.func import functional_call, grad
+
+    return lambda z: -grad(lambda y: functional_call(base, (params, buffers), (y,)).sum())(z)
+
+
+def ensemble_sm_member_loss(base):
+    """loss(params, buffers, x) of one member, J_SM with the trace by jvp over the d basis vectors.
+
+    The plain torch.func formulation (as `fit_ensemble`'s "sm" objective writes it): ψ = −∇ₓE by
+    ``torch.func.grad``, ∂ψᵢ/∂xᵢ = eᵢᵀ jvp(ψ, x, eᵢ), vmapped over i.
+    """
+    from torch.func import jvp, vmap
+
+    def loss(params, buffers, x):
+        score = ensemble_score(base, params, buffers)
+        psi = score(x)
+        eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+        div = vmap(lambda e: (jvp(score, (x,), (e.expand_as(x),))[1] * e).sum(-1))(eye).sum(0)
+        return (0.5 * (psi * psi).sum(-1) + div).mean()
+
+    return loss

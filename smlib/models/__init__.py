@@ -13,10 +13,13 @@ class             energy / score                                                
 ================  ========================================================================  =====================
 
 All energy models: ``model(x) == model.energy(x)`` (shape (B,)), ``model.score(x) = −∇ₓE``
-(shape (B, d)), attribute ``dim``.
+(shape (B, d)), attribute ``dim``. An energy E(x) = f(W₁x + b₁) with a linear first layer gets
+exact second derivatives in the first layer's pre-activation space from the mixin
+`FirstLayerLaplacian` (protocol `FirstLinearEnergy`; see `smlib.models.first_layer`).
 """
 from smlib.models.base import EnergyModel, LatentGaussianModel, ScoreModel
 from smlib.models.dae import DAEEnergy
+from smlib.models.first_layer import FirstLayerLaplacian, FirstLinearEnergy
 from smlib.models.gaussian import GaussianEnergy
 from smlib.models.grbm import GRBM
 from smlib.models.mcrbm import MCRBM
@@ -35,4 +38,6 @@ __all__ = [
     "MLPEnergy",
     "ScoreMLP",
     "ACTIVATIONS",
+    "FirstLayerLaplacian",
+    "FirstLinearEnergy",
 ]

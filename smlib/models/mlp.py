@@ -4,79 +4,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from smlib._checks import check_choice
-from smlib.models.base import EnergyModel, ScoreModel, _check_input, softplus
+from smlib.models import mlp_derivatives
+from smlib.models.activations import ACTIVATIONS, FAST
+from smlib.models.base import EnergyModel, ScoreModel, _check_input
 
 __all__ = ["MLPEnergy", "ScoreMLP", "ACTIVATIONS"]
-
-_SQRT_2PI = 2.5066282746310002
-
-
-def _tanh(z):
-    t = torch.tanh(z)
-    d1 = 1 - t * t
-    return t, d1, -2 * t * d1
-
-
-def _softplus(z):
-    s = torch.sigmoid(z)
-    return softplus(z), s, s * (1 - s)
-
-
-def _elu(z):
-    e = torch.expm1(z.clamp_max(0.0))  # e^z − 1 on z ≤ 0
-    pos = z > 0
-    one = torch.ones_like(z)
-    return torch.where(pos, z, e), torch.where(pos, one, e + 1), torch.where(pos, 0 * z, e + 1)
-
-
-def _swish(z):
-    s = torch.sigmoid(z)
-    ds = s * (1 - s)
-    return z * s, s + z * ds, ds * (2 + z * (1 - 2 * s))
-
-
-def _relu(z):
-    pos = (z > 0).to(z.dtype)
-    return z * pos, pos, 0 * z
-
-
-def _gelu(z):
-    pdf = torch.exp(-0.5 * z * z) / _SQRT_2PI
-    cdf = 0.5 * (1 + torch.erf(z / 2**0.5))
-    return z * cdf, cdf + z * pdf, pdf * (2 - z * z)
-
-
-def _sigmoid(z):
-    s = torch.sigmoid(z)
-    ds = s * (1 - s)
-    return s, ds, ds * (1 - 2 * s)
-
-
-#: name -> function z ↦ (φ(z), φ'(z), φ''(z))
-ACTIVATIONS = {
-    "tanh": _tanh,
-    "softplus": _softplus,
-    "elu": _elu,
-    "swish": _swish,
-    "silu": _swish,
-    "relu": _relu,
-    "gelu": _gelu,
-    "sigmoid": _sigmoid,
-}
-_FAST = {
-    "tanh": torch.tanh,
-    "softplus": softplus,
-    "elu": F.elu,
-    "swish": F.silu,
-    "silu": F.silu,
-    "relu": F.relu,
-    "gelu": F.gelu,
-    "sigmoid": torch.sigmoid,
-}
 
 
 def _linears(sizes: Sequence[int]) -> nn.ModuleList:
@@ -97,7 +32,7 @@ class _MLPBody:
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Last hidden layer h^(L)(x), shape (B, hidden[-1])."""
-        act = _FAST[self.activation]
+        act = FAST[self.activation]
         for layer in self.layers:
             x = act(layer(x))
         return x
@@ -109,22 +44,15 @@ class MLPEnergy(_MLPBody, EnergyModel):
     A fully connected MLP ℝ^d → ℝ with a linear last layer (the "product of experts" form,
     DEEN eq. 24). The score ψ = −∇E comes from autograd.
 
-    Exact second derivatives without a loop over dimensions. With J_l = ∂h_l/∂x (pre-activations,
-    J_1 = W_1) and elementwise φ,
-
-        Δa_l = φ''(h_l) ⊙ rownorm²(J_l) + φ'(h_l) ⊙ Δh_l,   Δh_{l+1} = W_{l+1} Δa_l,
-        J_{l+1} = W_{l+1} diag(φ'(h_l)) J_l,                 ΔE = w_out · Δa_L.
-
-    Only the row norms of J_l are needed, and they follow from the Gram matrix
-    G_l = J_l J_lᵀ (n_l × n_l): G_1 = W_1 W_1ᵀ is shared by the batch and
-    G_{l+1} = W_{l+1} diag(φ'_l) G_l diag(φ'_l) W_{l+1}ᵀ. :meth:`score_divergence` uses this
-    Gram structure when d exceeds the first hidden width: any factor J̃_1 with J̃_1J̃_1ᵀ = G_1
-    (we use Rᵀ from W_1ᵀ = QR, n1 × n1) can replace J_1, so every later layer costs
-    O(n_{l+1}·n_l·n1) per sample, independent of d. Otherwise it propagates J_l itself. On one
-    CPU core (float32, d = 784, batch 128) this is ≈200× faster than a per-dimension autograd
-    loop for widths (32, 32, 32) and ≈35× for (128, 128, 256), where the O(B·n_l·n_{l+1}·n1)
-    matrix products dominate. :meth:`score_jacobian_diagonal` propagates
-    ∂²h/∂xᵢ² per coordinate (Jacobian recursion). Both are differentiable in θ.
+    Exact second derivatives without a loop over dimensions, in the first layer's pre-activation
+    space (`smlib.models.first_layer`, `smlib.models.mlp_derivatives`): E = f(W₁x + b₁), so
+    ΔE = tr(H W₁W₁ᵀ) and ∂²E/∂xᵢ² = wᵢᵀHwᵢ with H = ∇²f (k × k, k = hidden[0]).
+    :meth:`score_divergence` pushes r = min(d, k) directions (a factor of W₁W₁ᵀ) through the
+    layers after the first, r·Σ_{l≥2} n_l n_{l−1} multiply–adds per sample, whatever d.
+    :meth:`score_jacobian_diagonal` takes the cheaper of two exact routes (propagating the d
+    input axes, or back-propagating H and forming wᵢᵀHwᵢ). Both are differentiable in θ. The
+    model follows `smlib.models.first_layer.FirstLinearEnergy` (``first_linear``,
+    ``energy_from_preactivation``).
 
     Parameters
     ----------
@@ -147,65 +75,35 @@ class MLPEnergy(_MLPBody, EnergyModel):
         return self.out(self.features(x)).squeeze(-1)
 
     # ---------------------------------------------------------- exact second derivatives
-    def _laplacian(self, x: torch.Tensor) -> torch.Tensor:
-        act = ACTIVATIONS[self.activation]
-        B, d = x.shape
-        W1 = self.layers[0].weight  # (n1, d)
-        n1 = W1.shape[0]
-        # J̃_1: any factor with J̃_1 J̃_1ᵀ = W_1 W_1ᵀ. For d > n1 use Rᵀ from W_1ᵀ = QR, which
-        # makes every later layer cost O(n_{l+1}·n_l·n1) per sample instead of O(… · d).
-        J = torch.linalg.qr(W1.T, mode="reduced").R.T if d > n1 else W1  # (n1, r), shared by the batch
-        r = J.shape[-1]
-        norms = (W1 * W1).sum(-1)  # ‖∇h_1,k‖², (n1,)
-        h = self.layers[0](x)
-        lap_h = None
-        n = len(self.layers)
-        for l in range(n):
-            a, d1, d2 = act(h)
-            lap_a = d2 * norms if lap_h is None else d2 * norms + d1 * lap_h
-            if l == n - 1:
-                break
-            nxt = self.layers[l + 1]
-            h = nxt(a)
-            lap_h = lap_a @ nxt.weight.T
-            # J̃_{l+1} = W_{l+1} diag(φ'_l) J̃_l, kept as (n_l, B, r) so that the product is one GEMM
-            scale = d1.T.contiguous().unsqueeze(-1)  # (n_l, B, 1)
-            X = scale * (J.unsqueeze(1) if J.ndim == 2 else J)  # (n_l, B, r), contiguous
-            J = (nxt.weight @ X.view(X.shape[0], B * r)).view(-1, B, r)
-            norms = torch.linalg.vector_norm(J, dim=-1).square().T  # (B, n_{l+1})
-        return lap_a @ self.out.weight.squeeze(0)
+    @property
+    def first_linear(self) -> nn.Linear:
+        """The first layer z = W₁x + b₁ (`smlib.models.first_layer.FirstLinearEnergy`)."""
+        return self.layers[0]
+
+    def energy_from_preactivation(self, z: torch.Tensor) -> torch.Tensor:
+        """f(z) with E(x) = f(W₁x + b₁): the layers after the first, shape (B,)."""
+        act = FAST[self.activation]
+        a = act(z)
+        for layer in self.layers[1:]:
+            a = act(layer(a))
+        return self.out(a).squeeze(-1)
+
+    def _parameters_by_layer(self):
+        return [l.weight for l in self.layers], [l.bias for l in self.layers], self.out.weight[0]
 
     def score_divergence(self, x: torch.Tensor) -> torch.Tensor:
-        """∇·ψ = −ΔE(x) exactly (Gram/Jacobian recursion, see class docstring), shape (B,)."""
+        """∇·ψ = −ΔE = −tr(H W₁W₁ᵀ) exactly (`mlp_derivatives.forward_laplacian`), shape (B,)."""
         _check_input(self, x)
-        return -self._laplacian(x)
+        return -mlp_derivatives.forward_laplacian(x, *self._parameters_by_layer(), self.activation)
 
-    def score_jacobian_diagonal(self, x: torch.Tensor) -> torch.Tensor:
-        """∂ψᵢ/∂xᵢ = −∂²E/∂xᵢ² exactly (forward Jacobian recursion), shape (B, d).
+    def score_jacobian_diagonal(self, x: torch.Tensor, route: str = "auto") -> torch.Tensor:
+        """∂ψᵢ/∂xᵢ = −∂²E/∂xᵢ² = −wᵢᵀHwᵢ exactly, shape (B, d); used by `smlib.objectives.kingma_lecun`.
 
-        Propagates J_l = ∂h_l/∂x and H_l = (∂²h_l/∂xᵢ²)ᵢ, both kept as (n_l, B, d) so that each
-        layer is one GEMM: ∂²a/∂xᵢ² = φ''(h) (∂h/∂xᵢ)² + φ'(h) ∂²h/∂xᵢ², H_{l+1} = W_{l+1} ∂²a_l.
-        Cost O(B·d·Σ n_l n_{l+1}); used by `smlib.objectives.kingma_lecun`.
+        ``route``: "input", "preactivation" or "auto" (fewer multiply–adds), see
+        `smlib.models.mlp_derivatives.hessian_diagonal`.
         """
         _check_input(self, x)
-        act = ACTIVATIONS[self.activation]
-        B, d = x.shape
-        J = self.layers[0].weight.unsqueeze(1)  # (n_1, 1, d), shared by the batch
-        H = None
-        h = self.layers[0](x)
-        n = len(self.layers)
-        for l in range(n):
-            a, d1, d2 = act(h)
-            d1t, d2t = d1.T.contiguous().unsqueeze(-1), d2.T.contiguous().unsqueeze(-1)  # (n_l, B, 1)
-            Ha = d2t * J * J if H is None else d2t * J * J + d1t * H  # (n_l, B, d)
-            if l == n - 1:
-                break
-            Wn = self.layers[l + 1].weight
-            h = self.layers[l + 1](a)
-            H = (Wn @ Ha.reshape(Ha.shape[0], B * d)).view(-1, B, d)
-            J = (Wn @ (d1t * J).reshape(Ha.shape[0], B * d)).view(-1, B, d)
-        w = self.out.weight.squeeze(0)  # (n_L,)
-        return -(w @ Ha.reshape(Ha.shape[0], B * d)).view(B, d)
+        return -mlp_derivatives.hessian_diagonal(x, *self._parameters_by_layer(), self.activation, route)
 
 
 class ScoreMLP(_MLPBody, ScoreModel):
