@@ -22,7 +22,8 @@ an independent check of the objectives:
 
 * DSM (Vincent 2011):  mean ½‖ψ(x + σε) + ε/σ‖²
 * SSM (Song et al. 2019) and SSM-VR: mean ½(vᵀψ)² + vᵀ(∇ψ)v  (VR: ½‖ψ‖² for the first term)
-* SM (Hyvärinen 2005): mean ½‖ψ‖² + Σᵢ ∂ψᵢ/∂xᵢ, the trace by forward-over-reverse products
+* SM (Hyvärinen 2005): mean ½‖ψ‖² + Σᵢ ∂ψᵢ/∂xᵢ, the trace by the forward Laplacian recursion of
+  `smlib.models.mlp_derivatives` for `MLPEnergy` members, else by forward-over-reverse products
 
 with ψ = −∇ₓE. Energy models only (the score is the autograd gradient of ``model.energy``).
 """
@@ -36,6 +37,8 @@ import torch
 from torch.func import grad_and_value, jvp, stack_module_state, vmap
 
 from smlib._checks import check_choice, check_data, check_int, check_positive
+from smlib.models import MLPEnergy
+from smlib.models.mlp_derivatives import functional_score_divergence
 from smlib.objectives import registry
 from smlib.scores import functional_score
 
@@ -52,13 +55,16 @@ def _member_loss(base, objective, n_slices):
             return 0.5 * ((psi + noise / sigma) ** 2).sum(-1).mean()
         psi = score(x)
         if objective == "sm":
-            d = x.shape[-1]
-            eye = torch.eye(d, dtype=x.dtype, device=x.device)
+            if type(base) is MLPEnergy:  # the forward Laplacian recursion (chapter 10): no loop over d
+                div = functional_score_divergence(params, x, base.activation)
+            else:
+                d = x.shape[-1]
+                eye = torch.eye(d, dtype=x.dtype, device=x.device)
 
-            def diag(e):  # eᵢᵀ(∇ψ)eᵢ for every sample
-                return (jvp(score, (x,), (e.expand_as(x),))[1] * e).sum(-1)
+                def diag(e):  # eᵢᵀ(∇ψ)eᵢ for every sample
+                    return (jvp(score, (x,), (e.expand_as(x),))[1] * e).sum(-1)
 
-            div = vmap(diag)(eye).sum(0)
+                div = vmap(diag)(eye).sum(0)
             return (0.5 * (psi * psi).sum(-1) + div).mean()
         # ssm / ssm_vr: noise holds the projections v, shape (n_slices, B, d)
         jv = vmap(lambda v: jvp(score, (x,), (v,))[1])(noise)  # (∇ψ)v

@@ -39,9 +39,13 @@ def sm(model, x: torch.Tensor) -> torch.Tensor:
 def sm_generic(model, x: torch.Tensor, method: str = GENERIC_DEFAULT, chunk_size: int | None = None):
     r"""J_SM = mean_B[½‖ψ‖² + ∇·ψ] through the Hessian-trace path (no closed-form ``sm_terms``).
 
-    The default ``method="vjp"`` uses automatic differentiation only (batched double-backward),
-    so it is an independent check of every closed form; pass ``method="auto"`` to use a model's
-    closed-form divergence (what `sm` does for models without ``sm_terms``). Hyvärinen (2005), Thm 1.
+    The default ``method="vjp"`` differentiates ``model.score`` by a batched double-backward. For
+    a model whose score is autograd's (`MLPEnergy`) that is automatic differentiation throughout;
+    for a model with a closed-form score (GRBM, MCRBM, MPoT, DAEEnergy, GaussianEnergy) it checks the
+    closed-form divergence against autograd of the closed-form score. To differentiate the free
+    energy alone, wrap the model (``smlib.book.helpers.FreeEnergyOnly``). Pass ``method="auto"``
+    to use a model's closed-form divergence (what `sm` does for models without ``sm_terms``).
+    Hyvärinen (2005), Thm 1.
 
     Parameters
     ----------
@@ -66,7 +70,8 @@ def dsm(model, x: torch.Tensor, sigma, noise: torch.Tensor | None = None, genera
     r"""Denoising score matching (Vincent 2011): J_DSM = mean_B ½‖ψ(x̃) − (x − x̃)/σ²‖².
 
     x̃ = x + σε with ε ~ N(0, I) (or ``noise`` if given), so the target is −ε/σ and the loss is
-    mean ½‖ψ(x̃) + ε/σ‖². DEEN (Saremi et al. 2018, eq. 19) minimises 2σ⁴·J_DSM.
+    mean ½‖ψ(x̃) + ε/σ‖². DEEN (Saremi et al. 2018, eq. 19) minimises 2σ⁴·J_DSM; Swersky et al.'s
+    SMD (2011, eq. 5, printed without the ½) is 2·J_DSM.
 
     Parameters
     ----------
@@ -202,9 +207,11 @@ def kingma_lecun(model, x: torch.Tensor, lam, method: str = "auto"):
     Derivation: J_SM evaluated on noisy data x + ε, ε ~ N(0, s²I), expands as
     E_ε[J(x + ε)] = J(x) + (s²/2) ΔJ(x) + O(s⁴), and Δ(½ψᵢ²) = Σⱼ(∂ⱼψᵢ)² + ψᵢ∂ⱼ²ψᵢ.
     Keeping only the diagonal Hessian entries and dropping third derivatives leaves
-    (s²/2) Σᵢ (∂ᵢψᵢ)² = λ Σᵢ (∂²E/∂xᵢ²)² with λ = s²/2: the penalty is **squared**. (DEEN's
-    eq. 10 prints λ Σ ∂²E/∂xᵢ² without the square; that term would only re-weight the
-    Laplacian already in J_SM and is unbounded below, so it cannot be a regulariser.)
+    (s²/2) Σᵢ (∂ᵢψᵢ)² = λ Σᵢ (∂²E/∂xᵢ²)² with λ = s²/2: the penalty is **squared**. The expansion
+    holds to O(s²), at p = p_θ, for the Hessian diagonal only (chapter 6). DEEN's eq. 10 prints
+    λ Σ ∂²E/∂xᵢ² without the square; added to DEEN's SM loss 2·J_SM that term only re-weights the
+    Laplacian: the result is, up to a factor, J_SM of a tempered energy, minimised by p^{1−λ/2}
+    for λ < 2 and improper for λ ≥ 2 — it tempers, it does not regularise.
 
     Parameters
     ----------
