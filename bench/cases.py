@@ -14,7 +14,8 @@ import torch
 from bench import reference
 from smlib.book import timing
 from smlib.book.timing import time_group
-from smlib import fastpath, models, objectives, train
+from smlib import models, objectives, train
+from smlib.train import graph as fastpath
 from smlib.models import mlp_derivatives
 from smlib.models.first_layer import FirstLayerLaplacian
 from smlib.ensemble import fit_ensemble

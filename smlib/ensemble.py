@@ -41,6 +41,8 @@ from smlib.models import MLPEnergy
 from smlib.models.mlp_derivatives import functional_score_divergence
 from smlib.objectives import registry
 from smlib.scores import functional_score
+from smlib.train.history import History
+from smlib.train.setup import make_optimizer, resolve_device
 
 __all__ = ["fit_ensemble"]
 
@@ -126,8 +128,6 @@ def fit_ensemble(make_model, n_models=None, data=None, objective="dsm", *, seeds
     FloatingPointError
         A non-finite loss (naming the step and the members).
     """
-    from smlib import train as _train
-
     check_choice("objective", objective, registry.names(ensemble=True))
     if seeds is None and sigmas is None and n_models is None:
         raise ValueError("pass n_models, seeds or sigmas")
@@ -150,14 +150,15 @@ def fit_ensemble(make_model, n_models=None, data=None, objective="dsm", *, seeds
     for name, v in (("n_steps", n_steps), ("batch_size", batch_size), ("log_every", log_every), ("n_slices", n_slices)):
         if v is not None:
             check_int(name, v)
-    device = _train._resolve_device(device)
+    device = resolve_device(device)
 
     members = []
     for s in seeds:
         torch.manual_seed(s)
         members.append(make_model().to(device))
     dtype = next(members[0].parameters()).dtype
-    data = _train._as_tensor_data(data)
+    if type(data).__module__ == "numpy":
+        data = torch.from_numpy(data)
     check_data(data, "data", getattr(members[0], "dim", None))
     data = data.to(device=device, dtype=dtype)
     n, d = data.shape
@@ -166,7 +167,7 @@ def fit_ensemble(make_model, n_models=None, data=None, objective="dsm", *, seeds
 
     params, buffers = stack_module_state(members)  # leaves of shape (M, ...)
     base = copy.deepcopy(members[0]).to("meta")
-    opt = _train._make_optimizer(optimizer, list(params.values()), lr, momentum, weight_decay)
+    opt = make_optimizer(optimizer, list(params.values()), lr, momentum, weight_decay)
     sigma_t = torch.tensor(sigmas if objective == "dsm" else [1.0] * M, dtype=dtype, device=device)
     step_fn = vmap(grad_and_value(_member_loss(base, objective, n_slices)), in_dims=(0, 0, 0, 0, 0))
 
@@ -174,7 +175,7 @@ def fit_ensemble(make_model, n_models=None, data=None, objective="dsm", *, seeds
     order = [torch.Generator().manual_seed(s) for s in seeds]
     noise_gen = [torch.Generator(device=device).manual_seed(s) for s in seeds]
     per_epoch = math.ceil(n / B)
-    history = _train.History()
+    history = History()
     acc, n_acc = torch.zeros(M, dtype=torch.float64, device=device), 0
     from tqdm.auto import tqdm
 

@@ -72,6 +72,8 @@ class MCMCEstimator:
     """
 
     persistent = False
+    #: the settings :meth:`config` reports (each class adds its own)
+    _SETTINGS = ("k", "sampler", "step_size", "n_leapfrog", "noise_scale", "target_accept", "adapt", "seed")
 
     def __init__(
         self,
@@ -95,6 +97,7 @@ class MCMCEstimator:
         self.k = k
         self.sampler = sampler
         self.step_size = float(step_size)
+        self.initial_step_size = self.step_size  # step_size itself adapts (MALA/HMC)
         self.n_leapfrog = n_leapfrog
         self.noise_scale = float(noise_scale)
         self.target_accept = float(target_accept)
@@ -161,6 +164,13 @@ class MCMCEstimator:
         return energy(x).mean() - energy(x_neg).mean()
 
     # -- state -----------------------------------------------------------------------------
+    def config(self) -> dict:
+        """The estimator's settings (``step_size`` as first given): what a checkpoint records and
+        compares when a run is resumed."""
+        out = {name: getattr(self, name) for name in self._SETTINGS}
+        out["step_size"] = self.initial_step_size
+        return {"class": type(self).__name__, **out}
+
     def state_dict(self):
         """Plain dict of tensors / numbers (safe for ``torch.load(weights_only=True)``)."""
         return {
@@ -225,6 +235,7 @@ class PCD(MCMCEstimator):
     """
 
     persistent = True
+    _SETTINGS = MCMCEstimator._SETTINGS + ("n_chains", "init")
 
     def __init__(self, n_chains=100, k=1, init="data", **kwargs):
         super().__init__(k, **kwargs)
@@ -293,6 +304,8 @@ class FPCD(PCD):
     **kwargs
         ``init`` and sampler options (see :class:`PCD`).
     """
+
+    _SETTINGS = PCD._SETTINGS + ("fast_lr", "fast_decay")
 
     def __init__(self, n_chains=100, k=1, fast_lr=1e-2, fast_decay=0.95, **kwargs):
         super().__init__(n_chains, k, **kwargs)
@@ -368,6 +381,8 @@ class LangevinCD(MCMCEstimator):
     init_noise : float
     seed : int, optional
     """
+
+    _SETTINGS = ("n_steps", "step_size", "noise_scale", "init_noise", "seed")
 
     def __init__(self, n_steps=1, step_size=0.01, noise_scale=1.0, init_noise=0.0, seed=None):
         n_steps = check_int("n_steps", n_steps)

@@ -156,7 +156,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     assert ref.returncode == 0, ref.stderr[-2000:]
     # the same run, SIGKILLed right after its second checkpoint (epoch 2 of 4), then the same command again
     die = textwrap.dedent("""
-        import os, smlib.train as _t
+        import os, smlib.train.loop as _t
         _save, _n = _t.save_checkpoint, [0]
         def _dying(*a, **k):
             _save(*a, **k)

@@ -1,4 +1,4 @@
-"""The CUDA fast path of fit (smlib.fastpath): decision logic, fallbacks, and the captured-step
+"""The CUDA fast path of fit (smlib.train.graph): decision logic, fallbacks, and the captured-step
 machinery on CPU through an emulated graph (replay = rerun of the recorded step).
 
 What runs without a GPU: every decision, every fallback and warning, and everything around the
@@ -12,7 +12,10 @@ import warnings
 import pytest
 import torch
 
-from smlib import estimators, fastpath, train
+from graph_emulation import emulated_graphs
+from smlib import estimators, train
+from smlib.train import graph as fastpath
+from smlib.train.step import EagerStep
 from smlib.models import MLPEnergy
 
 DT = torch.float64
@@ -123,7 +126,7 @@ class Counter:
 
     def __init__(self, monkeypatch):
         self.replays, self.eager = 0, 0
-        orig_replay, orig_eager = fastpath.GraphStep._replay, fastpath.EagerStep.__call__
+        orig_replay, orig_eager = fastpath.GraphStep._replay, EagerStep.__call__
 
         def replay(step_self, *a):
             self.replays += 1
@@ -134,7 +137,7 @@ class Counter:
             return orig_eager(step_self, *a)
 
         monkeypatch.setattr(fastpath.GraphStep, "_replay", replay)
-        monkeypatch.setattr(fastpath.EagerStep, "__call__", eager)
+        monkeypatch.setattr(EagerStep, "__call__", eager)
 
 
 @pytest.mark.parametrize("objective,okw,fkw", [
@@ -152,7 +155,7 @@ def test_emulated_graph_step_equals_the_eager_loop(monkeypatch, objective, okw, 
     h_ref = train.fit(ref, x, objective, fast=False, **common)
     count = Counter(monkeypatch)
     model = mlp()
-    with fastpath.emulated_graphs():
+    with emulated_graphs():
         h = train.fit(model, x, objective, **common)
     # 8 full-size steps: 2 eager warm-up steps, then 6 replays; 3 partial batches run eagerly
     assert (count.replays, count.eager) == (6, 2 + 3)
@@ -163,7 +166,7 @@ def test_emulated_graph_step_equals_the_eager_loop(monkeypatch, objective, okw, 
 
 def test_emulated_graph_drop_last_never_runs_a_partial_batch(monkeypatch):
     count = Counter(monkeypatch)
-    with fastpath.emulated_graphs():
+    with emulated_graphs():
         train.fit(mlp(), data2d(), "dsm", options={"sigma": 0.3}, n_steps=8, batch_size=16, drop_last=True, progress=False)
     assert (count.replays, count.eager) == (6, 2)
 
@@ -197,7 +200,7 @@ def test_non_finite_step_raises_the_same_error_and_leaves_the_pre_step_state(fas
             before["opt"] = {k: v.clone() for k, v in opts[-1].state[next(model.parameters())].items()}
 
     model = mlp()
-    ctx = fastpath.emulated_graphs() if fast else warnings.catch_warnings()
+    ctx = emulated_graphs() if fast else warnings.catch_warnings()
     with ctx, pytest.raises(FloatingPointError, match=r"non-finite loss \(nan\) at step 5 \(epoch 2\)"):
         train.fit(model, x, _nan_at(5), n_steps=10, batch_size=20, progress=False, optimizer=make_opt, fast=fast,
                   callback=cb, callback_every=1)
@@ -218,14 +221,14 @@ def test_non_finite_gradient_names_the_parameter_on_the_graph_path():
             loss = loss + torch.sqrt(b - b.detach()).sum()  # value 0, d/db = 1/(2·sqrt(0)) = inf
         return loss
 
-    with fastpath.emulated_graphs(), pytest.raises(FloatingPointError, match=r"gradient of parameter\(s\) \['out.bias'\] at step 4"):
+    with emulated_graphs(), pytest.raises(FloatingPointError, match=r"gradient of parameter\(s\) \['out.bias'\] at step 4"):
         train.fit(mlp(), x, objective, n_steps=6, batch_size=20, progress=False, fast=True)
 
 
 def test_emulated_graph_resume_and_portable_checkpoint(tmp_path):
     x = data2d()
     common = dict(n_steps=11, batch_size=16, progress=False, seed=3, options={"sigma": 0.3}, lr_schedule="cosine")
-    with fastpath.emulated_graphs():
+    with emulated_graphs():
         ref = mlp()
         h_ref = train.fit(ref, x, "dsm", **common)
         path = tmp_path / "ck.pt"
@@ -260,14 +263,14 @@ def test_capture_failure_warns_and_continues_eagerly(monkeypatch):
     ref = mlp()
     train.fit(ref, x, "dsm", options={"sigma": 0.3}, n_steps=6, batch_size=20, progress=False, fast=False)
     model = mlp()
-    with fastpath.emulated_graphs(capturable=False):
+    with emulated_graphs(capturable=False):
         with pytest.warns(fastpath.FastPathWarning, match="capture of the 'dsm' step failed at step 3"):
             train.fit(model, x, "dsm", options={"sigma": 0.3}, n_steps=6, batch_size=20, progress=False)
     assert max_diff(model, ref) == 0
 
 
 def test_fallback_for_an_estimator_warns_on_an_emulated_device():
-    with fastpath.emulated_graphs(), pytest.warns(fastpath.FastPathWarning, match="keeps state between steps"):
+    with emulated_graphs(), pytest.warns(fastpath.FastPathWarning, match="keeps state between steps"):
         train.fit(mlp(), data2d(), "langevin_cd", options={"n_steps": 1, "step_size": 0.01}, n_steps=2, batch_size=20, progress=False)
 
 

@@ -68,3 +68,21 @@ def test_rerun_injects_values(chapter, tmp_path):
 def test_values_are_typed_like_papermill():
     assert rerun._value("3") == 3 and rerun._value("0.1") == 0.1
     assert rerun._value("true") is True and rerun._value("cuda") == "cuda"
+
+
+def test_values_are_checked_against_the_parameters_cell(chapter, tmp_path):
+    # papermill's -p gives a float for 1e-4; a string or a float where an int stands is an error
+    assert rerun._value("1e-4") == 1e-4 and rerun._value("None") is None and rerun._value("[1, 2]") == [1, 2]
+    with pytest.raises(ValueError, match=r"parameter 'n_steps' .* is a int .*got 2.5"):
+        rerun.check_types(chapter, {"n_steps": 2.5})
+    with pytest.raises(ValueError, match=r"parameter 'n_steps' .*got 'abc'"):
+        rerun.check_types(chapter, {"n_steps": "abc"})
+    with pytest.raises(ValueError, match=r"parameter 'device' .* is a str"):
+        rerun.check_types(chapter, {"device": 3})
+    rerun.check_types(chapter, {"n_steps": 7, "device": "cuda"})
+    assert rerun.main([str(chapter), "-p", "n_steps", "2.5", "-o", str(tmp_path / "o.ipynb")]) == 2
+
+
+def test_list_of_a_missing_chapter_is_a_clear_error(tmp_path, capsys):
+    assert rerun.main([str(tmp_path / "nope.md"), "--list"]) == 2
+    assert "no chapter at" in capsys.readouterr().err

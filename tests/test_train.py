@@ -215,7 +215,7 @@ def test_checkpoint_contents_and_atomic_write(tmp_path, monkeypatch):
         f.write(b"partial garbage")
         raise OSError("disk full")
 
-    monkeypatch.setattr(train.torch, "save", broken_save)
+    monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         train.save_checkpoint(path, {"x": 1})
     assert path.read_bytes() == before  # the old checkpoint survives intact

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["chapter_parameters", "rerun", "main"]
+__all__ = ["chapter_parameters", "check_types", "rerun", "main"]
 
 
 def _load(chapter: str | os.PathLike):
@@ -55,6 +55,7 @@ def rerun(chapter: str | os.PathLike, parameters: dict | None = None, output: st
     if unknown:
         where = f"its parameters cell defines: {', '.join(sorted(known))}" if known else "it has no parameters cell"
         raise ValueError(f"unknown parameter(s) {unknown} for {chapter}; {where}")
+    check_types(chapter, parameters)
     output = Path(output or Path("_build/reruns") / (Path(chapter).stem + ".ipynb"))
     output.parent.mkdir(parents=True, exist_ok=True)
     source = output.with_suffix(".source.ipynb")
@@ -74,33 +75,71 @@ def rerun(chapter: str | os.PathLike, parameters: dict | None = None, output: st
 
 
 def _value(text: str):
-    """Type a command-line value like papermill's ``-p``: numbers, booleans, None, lists; else a string."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    """Type a command-line value as papermill's ``-p`` does: True/False/None, an int, a float, else the
+    string; a value in brackets or braces is read as YAML (a list or a dict)."""
+    if text in ("True", "true"):
+        return True
+    if text in ("False", "false"):
+        return False
+    if text in ("None", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    if text[:1] in "[{":
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            pass
+    return text
+
+
+def check_types(chapter, parameters: dict) -> None:
+    """Each value must fit the type of its default in the parameters cell (an int where an int stands,
+    a number where a float stands, …); a default of None accepts anything. ValueError names the parameter."""
+    import ast
+
+    defaults = chapter_parameters(chapter)
+    for name, value in parameters.items():
+        try:
+            default = ast.literal_eval(defaults[name])
+        except (ValueError, SyntaxError, KeyError):
+            continue  # not a literal default: nothing to check against
+        if default is None:
+            continue
+        ok = {bool: lambda v: isinstance(v, bool),
+              int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+              float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              str: lambda v: isinstance(v, str),
+              list: lambda v: isinstance(v, list), tuple: lambda v: isinstance(v, (list, tuple)),
+              dict: lambda v: isinstance(v, dict)}.get(type(default), lambda v: True)
+        if not ok(value):
+            raise ValueError(f"parameter {name!r} of {chapter} is a {type(default).__name__} (default "
+                             f"{defaults[name]}); got {value!r} ({type(value).__name__})")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m smlib.book.rerun", description=__doc__.splitlines()[0])
     parser.add_argument("chapter", help="path of a chapter, e.g. chapters/09_deen.md")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="override a parameter (value typed: 3, 0.1, true, null, [1, 2], else a string)")
+                        help="override a parameter (typed like papermill's -p: 3, 1e-4, True, None, [1, 2], else a string)")
     parser.add_argument("-r", "--raw", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="override a parameter with a raw string value")
     parser.add_argument("-o", "--output", help="executed notebook path (default _build/reruns/<chapter>.ipynb)")
     parser.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
     parser.add_argument("--list", action="store_true", help="print the chapter's parameters and exit")
     args = parser.parse_args(argv)
-    if args.list:
-        for name, default in chapter_parameters(args.chapter).items():
-            print(f"{name} = {default}")
-        return 0
-    params = {name: _value(v) for name, v in args.parameter}
-    params.update({name: v for name, v in args.raw})
-    os.environ.setdefault("SMLIB_RERUN_COMMAND", "python -m smlib.book.rerun " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
     try:
+        if args.list:
+            for name, default in chapter_parameters(args.chapter).items():
+                print(f"{name} = {default}")
+            return 0
+        params = {name: _value(v) for name, v in args.parameter}
+        params.update({name: v for name, v in args.raw})
+        os.environ.setdefault("SMLIB_RERUN_COMMAND", "python -m smlib.book.rerun " + " ".join(
+            shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
         rerun(args.chapter, params, args.output, timeout=args.timeout)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

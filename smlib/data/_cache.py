@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Iterator
 
 from smlib._io import atomic_write, hasher
 
-__all__ = ["data_dir", "file_hash", "atomic_write", "verified", "download", "DataSourceError"]
+__all__ = ["data_dir", "file_hash", "atomic_write", "verified", "discard_corrupt", "download", "DataSourceError"]
 
 _CHUNK = 1 << 20
 
@@ -62,6 +63,20 @@ def verified(path: Path, expected: str | None, algorithm: str = "sha256") -> boo
     if not path.is_file():
         return False
     return expected is None or file_hash(path, algorithm) == expected.lower()
+
+
+def discard_corrupt(path: Path, expected: str, algorithm: str = "sha256") -> str | None:
+    """Delete a cached file whose checksum is wrong, warn, and return a note saying so (None if fine or absent)."""
+    if not path.is_file():
+        return None
+    got = file_hash(path, algorithm)
+    if got == expected.lower():
+        return None
+    note = (f"the cached {path} was corrupt ({algorithm} {got}, expected {expected.lower()}; "
+            f"{path.stat().st_size} bytes) and was deleted")
+    path.unlink()
+    warnings.warn(note + "; fetching a fresh copy", stacklevel=3)
+    return note
 
 
 def download(url: str, timeout: float = 30.0) -> Iterator[bytes]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smlib.data._cache import DataSourceError, atomic_write, data_dir, download, file_hash
+from smlib.data._cache import DataSourceError, atomic_write, data_dir, discard_corrupt, download, file_hash
 
 __all__ = ["load_cifar10", "CIFAR10_URL", "CIFAR10_MD5", "CIFAR10_CLASSES"]
 
@@ -145,13 +145,13 @@ def load_cifar10(split: str = "train", cache_dir: str | os.PathLike | None = Non
             raise FileNotFoundError(f"CIFAR-10 path {path} does not exist")
     else:
         archive = data_dir(cache_dir) / "cifar10" / _ARCHIVE
-        if archive.is_file() and md5 is not None and file_hash(archive, "md5") != md5.lower():
-            archive.unlink()  # stale or corrupt cache entry: fetch again
+        note = discard_corrupt(archive, md5, "md5") if md5 is not None else None  # reported, not hidden
         if not archive.is_file():
             try:
                 body = download(url, timeout=_URL_TIMEOUT_S)
             except Exception as e:  # noqa: BLE001  (URLError, HTTPError, timeouts)
                 raise DataSourceError(
+                    (f"{note}; " if note else "") +
                     f"CIFAR-10 not found: {archive} is not cached and downloading {url} failed "
                     f"({type(e).__name__}: {e}). Download cifar-10-python.tar.gz on a machine with "
                     "internet and pass path=<that file>, or copy it to the cache path above."

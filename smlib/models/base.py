@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smlib._checks import check_choice
+from smlib._checks import check_choice, check_int
 
 __all__ = ["EnergyModel", "ScoreModel", "LatentGaussianModel", "rho_bernoulli", "softplus"]
 
@@ -92,7 +92,7 @@ class EnergyModel(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.dim = int(dim)
+        self.dim = check_int("dim (the number of visible dimensions)", dim)
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """Energy (free energy for latent models) per sample, shape (B,)."""
@@ -139,7 +139,7 @@ class ScoreModel(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.dim = int(dim)
+        self.dim = check_int("dim (the number of visible dimensions)", dim)
 
     def score(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """Modelled score ψ(x) ≈ ∇ₓ log p(x), shape (B, d)."""

@@ -189,9 +189,9 @@ def ssm(
         x_ = x if x.requires_grad else x.detach().requires_grad_(True)
         psi = model.score(x_)  # (B, d)
         if v.shape[0] == 1:
-            g = _grad_x(psi, x_, v[0], create_graph).unsqueeze(0)
+            g = _grad_x(psi, x_, v[0], create_graph, model=model).unsqueeze(0)
         else:
-            g = _grad_x(psi, x_, v, create_graph, batched=True)
+            g = _grad_x(psi, x_, v, create_graph, batched=True, model=model)
         vJv = (g * v).sum(-1)  # (S, B): vᵀ(∇ψ)ᵀv = vᵀ(∇ψ)v
         if vr:
             first = 0.5 * (psi * psi).sum(-1) / (d if kind == "sphere" else 1)

@@ -101,6 +101,7 @@ class Spec:
     cuda_graph: bool = False
     ensemble: bool = False
     needs: str = "an energy or score model"
+    lower_bound: float | None = None
     summary: str = ""
     reference: str = ""
     aliases: dict = field(default_factory=dict)
@@ -196,7 +197,8 @@ _SPECS = (
          summary="J_SM = mean Σᵢ[½ψᵢ² + ∂ψᵢ/∂xᵢ] (closed form where the model has one)", reference="Hyvärinen 2005"),
     Spec("dsm", _loss(losses.dsm), (Option("sigma", "float", required=True, low=0.0, low_open=True,
                                            doc="noise standard deviation σ"),),
-         cuda_graph=True, ensemble=True, summary="J_DSM = mean ½‖ψ(x+σε) + ε/σ‖²", reference="Vincent 2011"),
+         cuda_graph=True, ensemble=True, lower_bound=0.0, summary="J_DSM = mean ½‖ψ(x+σε) + ε/σ‖²",
+         reference="Vincent 2011"),
     Spec("ssm", _loss(losses.ssm, vr=False), _SSM_OPTIONS, cuda_graph=True, ensemble=True,
          summary="J_SSM = mean[½(vᵀψ)² + vᵀ(∇ψ)v]", reference="Song et al. 2019"),
     Spec("ssm_vr", _loss(losses.ssm, vr=True), _SSM_OPTIONS, cuda_graph=True, ensemble=True,
@@ -205,7 +207,8 @@ _SPECS = (
          (Option("lam", "float", required=True, low=0.0, doc="weight λ of Σᵢ(∂²E/∂xᵢ²)²"),
           Option("method", "choice", "auto", choices=METHODS, doc="how ∂ψᵢ/∂xᵢ is computed")),
          cuda_graph=True, summary="J_SM + λ mean Σᵢ(∂²E/∂xᵢ²)²", reference="Kingma & LeCun 2010"),
-    Spec("ae", _loss(losses.ae), (), cuda_graph=True, needs="a model with reconstruct(x) (GRBM, MCRBM, MPoT, DAEEnergy)",
+    Spec("ae", _loss(losses.ae), (), cuda_graph=True, lower_bound=0.0,
+         needs="a model with reconstruct(x) (GRBM, MCRBM, MPoT, DAEEnergy)",
          summary="mean ½‖x^r(x) − x‖², x^r one free-energy gradient step", reference="Swersky et al. 2011"),
     Spec("cd", _estimator(estimators.CD), (_K, *_SAMPLER_OPTIONS), stateful=True, needs="an energy model",
          summary="CD-k: k sampler transitions from the data", reference="Hinton 2002"),

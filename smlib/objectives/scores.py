@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from smlib._checks import check_choice, check_data
-from smlib.scores import functional_score
+from smlib.scores import functional_score, has_closed_form_score
 
 __all__ = ["score_of", "hessian_trace", "score_jacobian_diagonal", "METHODS"]
 
@@ -22,8 +22,14 @@ _CHUNK_ELEMENTS = 1 << 21  # basis chunk so that chunk·B·d stays below ~2·10�
 
 
 def _check(model, x, name="x"):
-    dim = getattr(model, "dim", None)
-    return check_data(x, name, dim)
+    """x is a (B, d) floating batch of the model's dimension and of the model's floating dtype."""
+    check_data(x, name, getattr(model, "dim", None))
+    if isinstance(model, torch.nn.Module):
+        dtype = next((t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
+        if dtype is not None and dtype != x.dtype:
+            raise ValueError(f"{name} has dtype {x.dtype} but {type(model).__name__}'s parameters are {dtype}: convert "
+                             f"one of them ({name}.to({dtype}) or model.to({x.dtype}))")
+    return x
 
 
 def score_of(model, x: torch.Tensor) -> torch.Tensor:
@@ -65,14 +71,16 @@ def _diag_jvp(model, x, chunk_size):
     return diag.T
 
 
-def _grad_x(outputs, x_, grad_outputs, create_graph, batched=False):
+def _grad_x(outputs, x_, grad_outputs, create_graph, batched=False, model=None):
     """∂(grad_outputs · outputs)/∂x (one vector-Jacobian product, or a batch of them).
 
     A score that does not depend on x (a linear energy E = θᵀx, ψ = −θ) has no path to x in the
     graph, or no graph at all when θ is a buffer; its Jacobian is then exactly zero, which is
     returned instead of autograd's "not used in the graph" error (``allow_unused=True``; the
     zeros are built here because ``materialize_grads`` drops the batch dimension of
-    ``is_grads_batched``).
+    ``is_grads_batched``). That is certain only when smlib itself differentiated the energy; a
+    model's own ``score`` with no path to x but a path to θ is far more often a score that
+    detached its input, so it is an error unless the model sets ``score_depends_on_x = False``.
     """
     g = None
     if outputs.requires_grad:
@@ -80,6 +88,12 @@ def _grad_x(outputs, x_, grad_outputs, create_graph, batched=False):
             outputs, x_, grad_outputs, is_grads_batched=batched, retain_graph=True,
             create_graph=create_graph, allow_unused=True,
         )
+        if g is None and model is not None and has_closed_form_score(model) and getattr(model, "score_depends_on_x", True):
+            raise ValueError(
+                f"{type(model).__name__}.score(x) depends on the parameters but has no path to x in autograd's graph, "
+                "so its Jacobian would silently be zero. A score that detaches its input (x = x.detach()"
+                ".requires_grad_()) does this: compute the score from the x it is given, or set "
+                "score_depends_on_x = False on the model if its score truly does not depend on x")
     if g is None:
         shape = (grad_outputs.shape[0], *x_.shape) if batched else x_.shape
         g = torch.zeros(shape, dtype=x_.dtype, device=x_.device)
@@ -96,7 +110,7 @@ def _diag_vjp(model, x, chunk_size, create_graph):
     parts = []
     for start in range(0, d, step):  # loop over chunks of the basis, not over dimensions
         basis = eye[start : start + step].unsqueeze(1).expand(-1, B, d)
-        rows = _grad_x(psi, x_, basis, create_graph, batched=True)  # rows[k, b, j] = ∂ψ_{start+k}/∂x_j
+        rows = _grad_x(psi, x_, basis, create_graph, batched=True, model=model)  # rows[k, b, j] = ∂ψ_{start+k}/∂x_j
         parts.append(rows[:, :, start : start + step].diagonal(dim1=0, dim2=2))  # (B, chunk)
     return torch.cat(parts, dim=-1)
 
@@ -107,7 +121,7 @@ def _diag_loop(model, x, create_graph):
     psi = model.score(x_)
     cols = []
     for i in range(x.shape[1]):
-        g = _grad_x(psi[:, i], x_, torch.ones_like(psi[:, i]), create_graph)
+        g = _grad_x(psi[:, i], x_, torch.ones_like(psi[:, i]), create_graph, model=model)
         cols.append(g[:, i])
     return torch.stack(cols, dim=-1)
 

@@ -42,9 +42,9 @@ Semantics kept from the eager loop (:class:`EagerStep`):
   not rebind parameters (``p.data = ...``) or replace the optimiser's state tensors.
 
 When it applies (:func:`plan`): ``fast="auto"`` uses it on a CUDA device for tensor data (fixed
-batch shape) with a stateless named objective (``sm``, ``dsm``, ``ssm``, ``ssm_vr``,
-``kingma_lecun``, ``ae``) and Adam, AdamW or SGD (SGD only without a schedule). MCMC
-estimators (CD, PCD, FPCD, Langevin CD) keep chains, fast weights and generators in Python
+batch shape) with a registered objective that the registry marks ``cuda_graph`` (the stateless
+score-matching losses, ``smlib.objectives.names(cuda_graph=True)``) and Adam, AdamW or SGD (SGD
+only without a schedule). MCMC estimators keep chains, fast weights and generators in Python
 objects that a captured graph would freeze, and their samplers synchronise with the host
 (rejection loops, ``.item()``), so they always run eagerly; on a GPU fit says so in a warning.
 ``fast=True`` also tries custom objectives and iterable data (the first batch's shape is
@@ -57,18 +57,22 @@ times both on a GPU (``compile_ms`` next to ``cuda_graph_ms`` in ``training_loop
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
 from typing import NamedTuple
 
 import torch
 
-__all__ = ["FastPathPlan", "FastPathWarning", "plan", "EagerStep", "GraphStep"]
+from smlib.train.step import EagerStep, all_finite, raise_non_finite, split_output, sum_squares
+
+__all__ = ["FastPathPlan", "FastPathWarning", "plan", "GraphStep", "check_fast", "EMULATE", "WARMUP_STEPS"]
+
 #: full-size eager steps before the capture
 WARMUP_STEPS = 2
 
-# test double: replays a recorded Python step on CPU (see `emulated_graphs`)
-_EMULATE = {"on": False}
+#: test seam: ``on`` lets :func:`plan` choose the graph step on CPU with "replay" = rerun of the
+#: recorded Python step; ``capturable`` allows torch's capturable Adam there. Set only by the tests
+#: (``tests/graph_emulation.py``), which also patch torch's list of capturable devices.
+EMULATE = {"on": False, "capturable": False}
 
 
 class FastPathWarning(UserWarning):
@@ -88,7 +92,7 @@ class FastPathPlan(NamedTuple):
     warn: bool = False
 
 
-def _check_fast(fast):
+def check_fast(fast):
     if fast is not True and fast is not False and fast != "auto":
         raise ValueError(f"fast must be True, False or 'auto', got {fast!r}")
 
@@ -117,11 +121,11 @@ def plan(fast, device, *, label, named, stateful=None, optimizer="adam", has_sch
     n_rows, batch_size, drop_last :
         For tensor data: how many rows and how they are batched (to report the partial batch).
     """
-    _check_fast(fast)
+    check_fast(fast)
     device = torch.device(device)
     if fast is False:
         return FastPathPlan("eager", "fast=False")
-    if device.type != "cuda" and not _EMULATE["on"]:
+    if device.type != "cuda" and not EMULATE["on"]:
         return FastPathPlan("eager", f"device is {device.type}: the CUDA-graph step needs a CUDA device",
                             warn=fast is True)
     if stateful is not None:
@@ -162,55 +166,6 @@ def plan(fast, device, *, label, named, stateful=None, optimizer="adam", has_sch
     return FastPathPlan("cuda_graph", reason)
 
 
-# ============================================================================================
-# steps
-# ============================================================================================
-def _all_finite(tensors) -> torch.Tensor:
-    """True (a bool tensor) iff every element of every tensor is finite.
-
-    Σ 0·t is 0 for finite entries and NaN as soon as one entry is ±inf or NaN, and it cannot
-    overflow: one concatenation, one multiply, one sum (about 10× cheaper on CPU than
-    ``isfinite().all()`` per tensor, which costs two kernels per tensor on a GPU).
-    """
-    return torch.cat([t.detach().reshape(-1) for t in tensors]).mul_(0).sum() == 0
-
-
-class EagerStep:
-    """One eager training step: zero the gradients, loss, backward, guard, clip, update, guard.
-
-    The guards are those of the training loop (:func:`smlib.train._guard`, which raises before
-    the update, and ``_guard_params``, after it); a fused finiteness check of the loss and all
-    gradients (and of all parameters) decides whether they need to run, so that a healthy step
-    pays for three small operations and one host synchronisation per check, not two per tensor.
-    """
-
-    def __init__(self, model, loss_fn, optimizer, params, grad_clip, label):
-        self.model, self.loss_fn, self.opt = model, loss_fn, optimizer
-        self.params, self.grad_clip, self.label = params, grad_clip, label
-        self.all_params = list(model.parameters())
-
-    def __call__(self, x, step, epoch):
-        from smlib.train import _guard, _guard_params, _split_output
-
-        self.opt.zero_grad(set_to_none=True)
-        loss, extras = _split_output(self.loss_fn(self.model, x), step)
-        loss.backward()
-        loss = loss.detach()
-        grads = [p.grad for p in self.all_params if p.grad is not None]
-        if not bool(_all_finite([loss, *grads])):
-            _guard(self.model, loss, step, epoch, self.label)  # raises, naming the step and the tensor
-        if self.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-        self.opt.step()
-        if not bool(_all_finite(self.all_params)):
-            _guard_params(self.model, step, epoch, self.label)
-        return loss, extras
-
-    def optimizer_state_dict(self):
-        """The optimiser state for a checkpoint."""
-        return self.opt.state_dict()
-
-
 def _state_tensors(opt, params):
     return [v for p in params for v in opt.state.get(p, {}).values() if isinstance(v, torch.Tensor)]
 
@@ -230,15 +185,15 @@ class GraphStep(EagerStep):
         Eager full-size steps before the capture.
     """
 
-    def __init__(self, model, loss_fn, optimizer, params, grad_clip, label, *, batch_shape=None,
+    def __init__(self, model, loss_fn, optimizer, params, grad_clip, label, guard=None, *, batch_shape=None,
                  has_schedule=False, warmup=WARMUP_STEPS):
-        super().__init__(model, loss_fn, optimizer, params, grad_clip, label)
+        super().__init__(model, loss_fn, optimizer, params, grad_clip, label, guard)
         self.batch_shape = None if batch_shape is None else tuple(batch_shape)
         self.warmup = int(warmup)
         self.n_warm = 0
         self.graph = None
         self.disabled = None  # reason, once capture failed
-        self.emulated = _EMULATE["on"]
+        self.emulated = EMULATE["on"]
         self.device = params[0].device
         self._original = [(g.get("capturable"), g["lr"]) for g in optimizer.param_groups]
         self._make_capturable(has_schedule)
@@ -249,7 +204,7 @@ class GraphStep(EagerStep):
         opt = self.opt
         if not isinstance(opt, torch.optim.Adam):  # SGD: nothing to convert (constant lr)
             return
-        if self.device.type == "cpu" and not _EMULATE.get("capturable"):
+        if self.device.type == "cpu" and not EMULATE.get("capturable"):
             return  # torch supports capturable Adam on accelerators only (test double on CPU)
         for group in opt.param_groups:
             group["capturable"] = True
@@ -302,21 +257,19 @@ class GraphStep(EagerStep):
         return out
 
     def _body(self, step):
-        """The recorded step; returns (loss, extras, flags) as tensors (no host synchronisation)."""
-        from smlib.train import _split_output
-
-        loss, extras = _split_output(self.loss_fn(self.model, self.static_x), step)
+        """The recorded step; returns (loss, extras, flags, ‖θ‖²) as tensors (no host synchronisation)."""
+        loss, extras = split_output(self.loss_fn(self.model, self.static_x), step)
         loss.backward()
         grads = [p.grad for p in self.all_params if p.grad is not None]
-        grads_ok = _all_finite(grads) if grads else torch.ones((), dtype=torch.bool, device=self.device)
+        grads_ok = all_finite(grads) if grads else torch.ones((), dtype=torch.bool, device=self.device)
         loss_ok = torch.isfinite(loss.detach())
         if self.live:
             torch._foreach_copy_(self.backup, self.live)
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.opt.step()
-        params_ok = _all_finite(self.all_params)
-        return loss.detach(), {k: v.detach() for k, v in extras.items()}, torch.stack([loss_ok, grads_ok, params_ok])
+        return (loss.detach(), {k: v.detach() for k, v in extras.items()}, torch.stack([loss_ok, grads_ok]),
+                sum_squares(self.all_params))
 
     def _capture(self, x, step):
         self.static_x = x.detach().clone()
@@ -334,25 +287,21 @@ class GraphStep(EagerStep):
         self.graph = graph
 
     def _replay(self, x, step, epoch):
-        from smlib.train import _guard, _guard_params
-
         self.static_x.copy_(x)
         if self.emulated:
             self.opt.zero_grad(set_to_none=True)
-            loss, extras, flags = self._body(step)
+            loss, extras, flags, norm_sq = self._body(step)
         else:
             self.graph.replay()
-            loss, extras, flags = self.static
+            loss, extras, flags, norm_sq = self.static
             for p, g in self.static_grads:  # eager steps in between may have rebound .grad
                 p.grad = g
-        loss_ok, grads_ok, params_ok = flags.tolist()  # the one synchronisation per step
+        loss_ok, grads_ok = flags.tolist()  # a synchronisation, as in the eager step
         if not (loss_ok and grads_ok):
             if self.live:
                 torch._foreach_copy_(self.live, self.backup)  # undo the update, as the eager loop never made it
-            _guard(self.model, loss, step, epoch, self.label)
-            raise FloatingPointError(f"non-finite loss or gradient at step {step} (epoch {epoch})")  # pragma: no cover
-        if not params_ok:
-            _guard_params(self.model, step, epoch, self.label)
+            raise_non_finite(self.model, loss, step, epoch, self.label)
+        self.after_update(loss, step, epoch, norm_sq)
         return loss, extras
 
     def _fail(self, err, step):
@@ -362,32 +311,3 @@ class GraphStep(EagerStep):
         warnings.warn(FastPathWarning(
             f"CUDA-graph capture of the {self.label!r} step failed at step {step} ({self.disabled}); "
             "continuing eagerly"), stacklevel=4)
-
-
-@contextlib.contextmanager
-def emulated_graphs(capturable: bool = True):
-    """Test double: let :func:`plan` choose :class:`GraphStep` on CPU, with "replay" = rerun.
-
-    The emulated graph reruns the recorded Python step on the static buffers, so it checks
-    everything around the capture (warm-up, static input, guard flags, snapshot and restore,
-    partial batches, capturable Adam with a tensor learning rate and a scheduler, portable
-    checkpoints, resume) but not CUDA's capture itself. With ``capturable=True`` torch's
-    capturable Adam is allowed on CPU for the duration.
-    """
-    import torch.optim.adam as _adam
-    import torch.optim.optimizer as _optimizer
-
-    original = _optimizer._get_capturable_supported_devices
-    old = dict(_EMULATE)
-    _EMULATE.update(on=True, capturable=capturable)
-    if capturable:
-        patched = lambda supports_xla=True: [*original(supports_xla), "cpu"]  # noqa: E731
-        _optimizer._get_capturable_supported_devices = patched
-        _adam._get_capturable_supported_devices = patched
-    try:
-        yield
-    finally:
-        _optimizer._get_capturable_supported_devices = original
-        _adam._get_capturable_supported_devices = original
-        _EMULATE.clear()
-        _EMULATE.update(old)
