@@ -25,7 +25,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION = 1
 # the book, the tests and reruns read and write recorded results here (smlib.book.results)
 export SMLIB_RESULTS_DIR ?= $(CURDIR)/results
 
-.PHONY: help venv book test unit chapters rerun browser-deps test-browser bench clean distclean
+.PHONY: help venv book test unit chapters rerun browser-deps test-browser bench device-check device-check-dry clean distclean
 
 help:
 	@sed -n '2,5p' Makefile
@@ -101,6 +101,15 @@ test-browser: $(STAMP) browser-deps
 ## --- benchmarks -------------------------------------------------------------------------------
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
+
+## --- the lent GPU machine (issue 15): one prepared run; its dry run here ------------------------
+# On the GPU machine (its own python3, the checkout on PYTHONPATH, results under $$OUT):
+device-check:
+	bash bench/device_check.sh cuda
+
+# Here, in an environment like the GPU one (papermill, jupytext, IPython unimportable), small sizes:
+device-check-dry: $(STAMP)
+	OUT=_build/device_check PYTHON=$(PY) bash bench/device_check.sh cpu --tiny --block-book-tools
 
 clean:
 	rm -rf _build

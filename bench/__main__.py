@@ -22,11 +22,11 @@ import time
 
 import torch
 
-from bench import cases
+from bench import cases, mcmc
 from smlib.book import timing
 from smlib.book import results
 
-SECTIONS = ("exact_sm", "training_loop", "latent", "ensemble", "scaling", "first_layer")
+SECTIONS = ("exact_sm", "training_loop", "latent", "ensemble", "scaling", "first_layer", "mcmc", "guards")
 
 
 def _device(name):
@@ -59,6 +59,10 @@ def run(device, quick, reps, sections):
     if "first_layer" in sections:  # issue 11
         doc["first_layer"] = cases.first_layer(cases.QUICK_FIRST_LAYER_NETWORKS if quick else cases.FIRST_LAYER_NETWORKS,
                                                device, reps, [2, 32, 128] if quick else [2, 8, 32, 128, 512])
+    if "mcmc" in sections:  # issues 10 and 15
+        doc["mcmc"] = mcmc.mcmc(device, reps, quick)
+    if "guards" in sections:  # issue 13
+        doc["guards"] = mcmc.guards(device, reps, quick)
     return doc
 
 
@@ -76,6 +80,9 @@ def targets(doc, device):
                 row["loop_over_jvp"], ">= 100x", lambda v: v >= 100)
             add(f"exact SM, MLPEnergy closed-form Laplacian vs per-dimension loop, d=784, B={row['batch']}",
                 row["loop_over_closed_form"], ">= 100x", lambda v: v >= 100)
+            if device.type == "cuda":  # issue 15
+                add(f"exact SM on the GPU, closed form vs per-dimension loop, d=784, B={row['batch']}",
+                    row["loop_over_closed_form"], ">= 300x", lambda v: v >= 300)
     for row in doc.get("latent", []):
         add(f"closed-form SM / DSM step, {row['model']}", row["closed_form_over_dsm"], "<= 2", lambda v: v <= 2)
     for row in doc.get("training_loop", []):
@@ -88,6 +95,7 @@ def targets(doc, device):
         add(f"ensemble of {row['n_models']} vs sequential fit (speed-up)", row["speedup_vs_sequential_fit"],
             "> 1 (no fixed target)", lambda v: v > 1)
     out.extend(cases.first_layer_targets(doc))
+    out.extend(mcmc.mcmc_targets(doc))
     return out
 
 
@@ -120,6 +128,10 @@ def print_tables(doc, checks):
             print(f"M={r['n_models']:3d}: vmapped {r['ensemble_ms']:.2f}, sequential fit {r['sequential_fit_ms']:.2f}, "
                   f"sequential plain loop {r['sequential_eager_ms']:.2f} -> speed-up "
                   f"{r['speedup_vs_sequential_fit']:.2f}x (vs fit), {r['speedup_vs_sequential_eager']:.2f}x (vs plain)")
+    for r in doc.get("mcmc", []):
+        print(f"\n{r['model']}, ms per update: " + ", ".join(f"{k[:-3]} {v:.2f}" for k, v in r.items() if k.endswith("_ms")))
+    for r in doc.get("guards", []):
+        print(f"fit step {r['network']}: guard {r['guard_ms']:.3f} ms, no guard {r['no_guard_ms']:.3f} ms")
     if checks:
         print("\ntargets")
         for c in checks:
@@ -134,7 +146,9 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=9, help="timed repetitions per measurement")
     parser.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
     parser.add_argument("--out", default=None, help="JSON path (default results/bench_<device>.json)")
+    parser.add_argument("--no-compile", action="store_true", help="skip timing torch.compile on a GPU (saves minutes)")
     args = parser.parse_args(argv)
+    cases.COMPILE = not args.no_compile
     device = _device(args.device)
     torch.set_default_dtype(torch.float32)
     load_before = timing.load_average()

@@ -21,6 +21,8 @@ from smlib.models.first_layer import FirstLayerLaplacian
 from smlib.ensemble import fit_ensemble
 
 SIGMA = 0.1
+#: time torch.compile(mode="reduce-overhead") on a GPU (minutes of compilation; --no-compile skips it)
+COMPILE = True
 
 # (label, dim, hidden, batch): the sizes of the reference table of the speed issue
 NETWORKS = [
@@ -175,7 +177,7 @@ def training_loop(networks, device, reps, seconds):
             if device.type == "cuda":
                 runs["cuda_graph_ms"] = _graph_run(_mlp(dim, hidden, device), fn, data, batch)
                 try:  # torch.compile(mode="reduce-overhead"), the other candidate (DSM only: compiling is slow)
-                    if name == "dsm":
+                    if name == "dsm" and COMPILE:
                         runs["compile_ms"] = _compile_run(_mlp(dim, hidden, device), fn, data, batch)
                 except Exception as err:  # noqa: BLE001 - record why torch.compile could not be timed
                     row["compile_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from smlib.book import results
 
-__all__ = ["recorded", "provenance_line", "claims_markdown"]
+__all__ = ["recorded", "provenance_line", "claims_markdown", "estimator_table"]
 
 
 def provenance_line(prov: dict) -> str:
@@ -34,4 +34,17 @@ def claims_markdown(live: list, rec: list | None) -> str:
             raise ValueError(f"live and recorded claims differ: {c['claim']!r} vs {r['claim']!r}")
         rv = f"**{r['verdict']}**: {r['numbers']}" if r else "not recorded"
         rows.append(f"| {c['claim']} | {c['rule']} | **{c['verdict']}**: {c['numbers']} | {rv} |")
+    return "\n".join(rows)
+
+
+def estimator_table() -> str:
+    """The conventions page's estimator × model table, generated from `smlib.objectives.REGISTRY`."""
+    from smlib import models
+    from smlib.objectives import REGISTRY
+
+    classes = [models.GRBM, models.MCRBM, models.MPoT, models.DAEEnergy, models.MLPEnergy, models.ScoreMLP]
+    rows = ["| `fit` name | what it is | " + " | ".join(f"`{c.__name__}`" for c in classes) + " |",
+            "| --- | --- |" + " --- |" * len(classes)]
+    for name, spec in REGISTRY.items():
+        rows.append(f"| `{name}` | {spec.summary} ({spec.reference}) | " + " | ".join(spec.applies_to(c) for c in classes) + " |")
     return "\n".join(rows)

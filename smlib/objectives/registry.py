@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from smlib import estimators
@@ -100,11 +100,18 @@ class Spec:
     stateful: bool = False
     cuda_graph: bool = False
     ensemble: bool = False
-    needs: str = "an energy or score model"
+    needs: str = "score"  # what the model must have: "score", "energy" or "reconstruct"
     lower_bound: float | None = None
     summary: str = ""
     reference: str = ""
-    aliases: dict = field(default_factory=dict)
+    route: Callable | None = None  # model class -> how it computes this objective (the conventions table)
+
+    def applies_to(self, cls) -> str:
+        """How this objective applies to a model class: "—" if it cannot, else how (or "✓")."""
+        has_energy = getattr(cls, "has_energy", False)
+        if (self.needs == "reconstruct" and not hasattr(cls, "reconstruct")) or (self.needs == "energy" and not has_energy):
+            return "—"
+        return self.route(cls) if self.route is not None else "✓"
 
     def option(self, name: str) -> Option:
         for o in self.options:
@@ -171,6 +178,16 @@ def _estimator(cls):
     return lambda opts: cls(**opts)
 
 
+def _sm_route(cls) -> str:
+    if hasattr(cls, "sm_terms"):
+        return "closed form"
+    return "Hessian trace" if getattr(cls, "has_energy", False) else "Jacobian trace"
+
+
+def _sampler_route(cls) -> str:
+    return "block Gibbs" if hasattr(cls, "gibbs_step") else "Langevin / MALA / HMC"
+
+
 _SAMPLER_OPTIONS = (
     Option("sampler", "choice", "auto", choices=_SAMPLERS, doc="'auto': block Gibbs if the model has it, else Langevin"),
     Option("step_size", "float", 0.01, low=0.0, low_open=True, doc="Langevin/MALA step h, HMC leapfrog step"),
@@ -193,7 +210,7 @@ _CHAINS = (
 )
 
 _SPECS = (
-    Spec("sm", _loss(losses.sm), (), cuda_graph=True, ensemble=True,
+    Spec("sm", _loss(losses.sm), (), cuda_graph=True, ensemble=True, route=_sm_route,
          summary="J_SM = mean Σᵢ[½ψᵢ² + ∂ψᵢ/∂xᵢ] (closed form where the model has one)", reference="Hyvärinen 2005"),
     Spec("dsm", _loss(losses.dsm), (Option("sigma", "float", required=True, low=0.0, low_open=True,
                                            doc="noise standard deviation σ"),),
@@ -208,24 +225,25 @@ _SPECS = (
           Option("method", "choice", "auto", choices=METHODS, doc="how ∂ψᵢ/∂xᵢ is computed")),
          cuda_graph=True, summary="J_SM + λ mean Σᵢ(∂²E/∂xᵢ²)²", reference="Kingma & LeCun 2010"),
     Spec("ae", _loss(losses.ae), (), cuda_graph=True, lower_bound=0.0,
-         needs="a model with reconstruct(x) (GRBM, MCRBM, MPoT, DAEEnergy)",
+         needs="reconstruct",
          summary="mean ½‖x^r(x) − x‖², x^r one free-energy gradient step", reference="Swersky et al. 2011"),
-    Spec("cd", _estimator(estimators.CD), (_K, *_SAMPLER_OPTIONS), stateful=True, needs="an energy model",
+    Spec("cd", _estimator(estimators.CD), (_K, *_SAMPLER_OPTIONS), stateful=True, needs="energy", route=_sampler_route,
          summary="CD-k: k sampler transitions from the data", reference="Hinton 2002"),
-    Spec("pcd", _estimator(estimators.PCD), (*_CHAINS, *_SAMPLER_OPTIONS), stateful=True, needs="an energy model",
-         summary="persistent CD: chains carried across updates", reference="Tieleman 2008"),
+    Spec("pcd", _estimator(estimators.PCD), (*_CHAINS, *_SAMPLER_OPTIONS), stateful=True, needs="energy",
+         route=_sampler_route, summary="persistent CD: chains carried across updates", reference="Tieleman 2008"),
     Spec("fpcd", _estimator(estimators.FPCD),
          (*_CHAINS, Option("fast_lr", "float", 1e-2, low=0.0, low_open=True, doc="fast-weight rate η_f"),
           Option("fast_decay", "float", 0.95, low=0.0, high=1.0, high_open=True, doc="fast-weight decay λ"),
           *_SAMPLER_OPTIONS),
-         stateful=True, needs="an energy model", summary="PCD with decaying fast weights", reference="Tieleman & Hinton 2009"),
+         stateful=True, needs="energy", route=_sampler_route, summary="PCD with decaying fast weights",
+         reference="Tieleman & Hinton 2009"),
     Spec("langevin_cd", _estimator(estimators.LangevinCD),
          (Option("n_steps", "int", 1, low=1, doc="Langevin steps from the (noisy) data"),
           Option("step_size", "float", 0.01, low=0.0, low_open=True, doc="Langevin step h"),
           Option("noise_scale", "float", 1.0, low=0.0, doc="multiplier of the Langevin noise"),
           Option("init_noise", "float", 0.0, low=0.0, doc="std of noise added to the data before the steps"),
           Option("seed", "int|None", None, low=0, doc="seed of the estimator's generator")),
-         stateful=True, needs="an energy model", summary="CD with Langevin negatives (DEEN eqs. 26–27)",
+         stateful=True, needs="energy", summary="CD with Langevin negatives (DEEN eqs. 26–27)",
          reference="Hyvärinen 2007; Saremi et al. 2018"),
 )
 

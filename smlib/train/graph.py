@@ -20,9 +20,9 @@ the parameters and optimiser state, gradient clipping and ``optimizer.step()``, 
 
 Semantics kept from the eager loop (:class:`EagerStep`):
 
-* the guard still runs every step: the graph writes three flags (loss finite, gradients
-  finite, parameters finite after the update) that are read back with one synchronisation per
-  step. If the loss or a gradient is not finite, the snapshot taken inside the graph is copied
+* the guards still run every step: the graph writes the loss, two flags (loss finite,
+  gradients finite) and ‖θ‖² after the update (finite iff the parameters are), read back with
+  one synchronisation per step for the NaN/Inf and divergence guards. If the loss or a gradient is not finite, the snapshot taken inside the graph is copied
   back, so the parameters and optimiser state are those *before* the failed step, exactly as
   in the eager loop, which raises before ``optimizer.step()``; the same ``FloatingPointError``
   (same message) is raised;
@@ -257,7 +257,9 @@ class GraphStep(EagerStep):
         return out
 
     def _body(self, step):
-        """The recorded step; returns (loss, extras, flags, ‖θ‖²) as tensors (no host synchronisation)."""
+        """The recorded step; returns (loss, extras, stats) as tensors (no host synchronisation).
+
+        ``stats`` = [loss finite, gradients finite, loss, ‖θ‖²] after the update, in float64."""
         loss, extras = split_output(self.loss_fn(self.model, self.static_x), step)
         loss.backward()
         grads = [p.grad for p in self.all_params if p.grad is not None]
@@ -268,8 +270,9 @@ class GraphStep(EagerStep):
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.opt.step()
-        return (loss.detach(), {k: v.detach() for k, v in extras.items()}, torch.stack([loss_ok, grads_ok]),
-                sum_squares(self.all_params))
+        f64 = torch.float64  # everything the host needs after a replay, read in one synchronisation
+        stats = torch.stack([loss_ok.to(f64), grads_ok.to(f64), loss.detach().to(f64), sum_squares(self.all_params).to(f64)])
+        return loss.detach(), {k: v.detach() for k, v in extras.items()}, stats
 
     def _capture(self, x, step):
         self.static_x = x.detach().clone()
@@ -290,18 +293,18 @@ class GraphStep(EagerStep):
         self.static_x.copy_(x)
         if self.emulated:
             self.opt.zero_grad(set_to_none=True)
-            loss, extras, flags, norm_sq = self._body(step)
+            loss, extras, stats = self._body(step)
         else:
             self.graph.replay()
-            loss, extras, flags, norm_sq = self.static
+            loss, extras, stats = self.static
             for p, g in self.static_grads:  # eager steps in between may have rebound .grad
                 p.grad = g
-        loss_ok, grads_ok = flags.tolist()  # a synchronisation, as in the eager step
+        loss_ok, grads_ok, value, sq = stats.tolist()  # the one synchronisation per step
         if not (loss_ok and grads_ok):
             if self.live:
                 torch._foreach_copy_(self.live, self.backup)  # undo the update, as the eager loop never made it
             raise_non_finite(self.model, loss, step, epoch, self.label)
-        self.after_update(loss, step, epoch, norm_sq)
+        self.check_values(value, sq, step, epoch)
         return loss, extras
 
     def _fail(self, err, step):

@@ -59,8 +59,8 @@ def all_finite(tensors) -> torch.Tensor:
 
 
 def sum_squares(tensors) -> torch.Tensor:
-    """Σ t² over all entries, in float64: finite iff every entry is finite and ‖θ‖² did not overflow."""
-    return torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors]).square().sum()
+    """Σ t² over all entries: finite iff every entry is finite and ‖θ‖² did not overflow (one fused pass)."""
+    return torch.cat([t.detach().reshape(-1) for t in tensors]).square_().sum()
 
 
 def raise_non_finite(model, loss, step, epoch, label):
@@ -150,11 +150,13 @@ class EagerStep:
         self.after_update(loss, step, epoch)
         return loss, extras
 
-    def after_update(self, loss, step, epoch, norm_sq=None):
+    def after_update(self, loss, step, epoch):
         """The parameter and divergence guards (one host read of the loss and ‖θ‖²)."""
-        if norm_sq is None:
-            norm_sq = sum_squares(self.all_params)
-        value, sq = torch.stack([loss.to(torch.float64), norm_sq.to(torch.float64)]).tolist()
+        value, sq = torch.stack([loss.to(torch.float64), sum_squares(self.all_params).to(torch.float64)]).tolist()
+        self.check_values(value, sq, step, epoch)
+
+    def check_values(self, value, sq, step, epoch):
+        """The guards on host values: ‖θ‖² finite (else name the parameters) and the divergence guard."""
         if not math.isfinite(sq):
             raise_non_finite_params(self.model, step, epoch, self.label, sq)
         if self.guard is not None:
