@@ -32,8 +32,7 @@ References
 Hinton (2002), *Training products of experts by minimizing contrastive divergence* (CD-k).
 Tieleman (2008), *Training RBMs using approximations to the likelihood gradient* (PCD).
 Tieleman & Hinton (2009), *Using fast weights to improve persistent contrastive divergence* (FPCD).
-Hyvärinen (2007); Saremi et al. (2018), DEEN, eqs. 26–27 (CD with Langevin negatives).
-Swersky et al. (2011), §5 (CD, PCD, FPCD as baselines for score matching).
+Hyvärinen (2007); Saremi et al. (2018), eqs. 26–27 (Langevin negatives); Swersky et al. (2011), §4.
 """
 from __future__ import annotations
 
@@ -165,8 +164,7 @@ class MCMCEstimator:
 
     # -- state -----------------------------------------------------------------------------
     def config(self) -> dict:
-        """The estimator's settings (``step_size`` as first given): what a checkpoint records and
-        compares when a run is resumed."""
+        """The settings (``step_size`` as first given) that a checkpoint records and compares on resume."""
         out = {name: getattr(self, name) for name in self._SETTINGS}
         out["step_size"] = self.initial_step_size
         return {"class": type(self).__name__, **out}

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import smlib.data as D
-from smlib.data import _cache, mnist, toys
+from smlib.data import _cache, mixture, mnist, toys
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MNIST_HEAD = FIXTURES / "mnist_head"
@@ -81,7 +81,7 @@ def test_mixture_dtype_device_and_chunking(monkeypatch):
     assert x32.dtype == torch.get_default_dtype()
     assert gm.log_prob(x32).dtype == x32.dtype and gm.score(x32).dtype == x32.dtype
     full_lp, full_s = gm.log_prob(x32.double()), gm.score(x32.double())
-    monkeypatch.setattr(toys, "_MAX_CHUNK_ELEMENTS", 100)  # forces many chunks
+    monkeypatch.setattr(mixture, "_MAX_CHUNK_ELEMENTS", 100)  # forces many chunks
     torch.testing.assert_close(gm.log_prob(x32.double()), full_lp)
     torch.testing.assert_close(gm.score(x32.double()), full_s)
     torch.testing.assert_close(gm.energy(x32.double()), -full_lp)
@@ -657,7 +657,7 @@ def test_cifar10_folder_and_errors(tmp_path):
 
 def test_a_declared_image_source_that_is_missing_is_an_error(monkeypatch):
     # without PyWavelets its photographs would silently leave the pool and change the train/test split
-    from smlib.data import patches as P
+    from smlib.data import photos as P
 
     real = P._package_dir
     monkeypatch.setattr(P, "_package_dir", lambda package: None if package == "pywt" else real(package))

@@ -22,15 +22,9 @@ from smlib.data._cache import DataSourceError, data_dir
 from smlib.data.cifar import CIFAR10_CLASSES, CIFAR10_MD5, CIFAR10_URL, load_cifar10
 from smlib.data.digits import load_digits
 from smlib.data.mnist import MNIST_MIRRORS, MNIST_NPM_PACKAGE, MNIST_SHA256, load_mnist, read_idx, write_idx
-from smlib.data.patches import (
-    DEFAULT_SOURCES,
-    NATURAL_IMAGES,
-    PatchWhitener,
-    list_natural_images,
-    load_natural_image,
-    natural_patches,
-    natural_patches_split,
-)
+from smlib.data.patches import natural_patches, natural_patches_split
+from smlib.data.photos import DEFAULT_SOURCES, NATURAL_IMAGES, list_natural_images, load_natural_image
+from smlib.data.whitening import PatchWhitener
 from smlib.data.toys import (
     MIXTURE_PRESETS,
     GaussianMixture,

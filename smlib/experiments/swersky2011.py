@@ -29,11 +29,12 @@ import torch
 from smlib import data, metrics, models, train
 from smlib.experiments import verdicts as V
 from smlib.experiments.runner import Experiment, Unit, default_dtype
+from smlib.experiments.swersky2011_plots import (COLORS, ESTIMATORS, curves_of, gabor_table, plot_filters, plot_fig1,
+                                                 plot_smd_sigma, timing_note)
 
-__all__ = ["Swersky2011", "ESTIMATORS", "claims", "plot_fig1", "plot_filters", "plot_smd_sigma", "gabor_table"]
+__all__ = ["Swersky2011", "ESTIMATORS", "COLORS", "claims", "objective_for", "curves_of", "plot_fig1", "plot_filters",
+           "plot_smd_sigma", "gabor_table", "timing_note"]
 
-ESTIMATORS = ("SM", "SMD", "CD", "PCD", "FPCD", "AE")
-COLORS = dict(SM="C0", SMD="C1", CD="C2", PCD="C3", FPCD="C4", AE="C5")
 
 _COMMON = dict(batch_size=128, patch_size=16, gray=False, keep=0.99, gamma=1.0, optimizer="sgd", momentum=0.0,
                dtype="float32", smd_sigma=1.0, noise_std=1.0, sampler="hmc", n_leapfrog=10, hmc_step=0.05,
@@ -210,18 +211,6 @@ def denoise_epochs(cfg) -> set:
     return {e for e in range(n + 1) if e <= until or e % every == 0 or e == n}
 
 
-# ====================================================================== reading a record
-def curves_of(record, estimator, seed=None, key="gap"):
-    """Per-epoch values of ``key`` for one estimator, one list per replicate (seed × noise draw)."""
-    seeds = record["config"]["seeds"] if seed is None else [seed]
-    out = []
-    for s in seeds:
-        c = record["units"][f"{estimator}-s{s}"]["curves"]
-        reps = sorted(k for k in c if k.startswith(key + "_"))
-        out += [c[k] for k in reps] if reps else [c[key]]
-    return out
-
-
 def claims(record) -> list[dict]:
     """The paper's claims, each with its rule, the numbers behind it and a verdict (verdicts.py rules)."""
     cfg, tol = record["config"], record["config"]["tol"]
@@ -322,101 +311,3 @@ def claims(record) -> list[dict]:
 
 def _claim(claim, rule, numbers, verdict):
     return {"claim": claim, "rule": rule, "numbers": "; ".join(numbers), "verdict": verdict}
-
-
-# ====================================================================== figures (from a record)
-def plot_fig1(record, fig, title=None):
-    """Fig. 1 of the paper from a record: (a)–(c) Theorem-1 terms of SM, SMD, AE; (d) gap; (e) MF; (f) MAP."""
-    seed = record["config"]["seeds"][0]
-    axes = fig.subplots(2, 3)
-    for ax, name, letter in zip(axes[0], ["SM", "SMD", "AE"], "abc"):
-        c = record["units"][f"{name}-s{seed}"]["curves"]
-        for key, style in [("reconstruction", "-"), ("variance", "--"), ("curvature", ":"), ("total", "-")]:
-            ax.plot(c[key], style, lw=2.2 if key == "total" else 1.2, color="k" if key == "total" else None, label=key)
-        ax.set_title(f"({letter}) {name}: Theorem-1 terms", fontsize=9)
-    axes[0, 0].legend(fontsize=7)
-    ref = record["summary"]["reference"]
-    for ax, key, letter, label in [(axes[1, 0], "gap", "d", "F(noisy) − F(clean)"), (axes[1, 1], "mf_mse", "e", "MSE, mean-field"),
-                                   (axes[1, 2], "map_mse", "f", "MSE, MAP")]:
-        for name in ESTIMATORS:
-            mean = np.array(curves_of(record, name, key=key)).mean(0)
-            at = np.flatnonzero(np.isfinite(mean))  # the denoisers are not evaluated at every epoch
-            ax.plot(at, mean[at], color=COLORS[name], label=name, marker="o", ms=2)
-        ax.set_title(f"({letter}) {label}", fontsize=9)
-        if key != "gap":
-            ax.axhline(np.mean(ref["mse_shrink"]), color="grey", lw=0.8, ls="--")
-    axes[1, 0].legend(fontsize=7, ncol=2)
-    for ax in axes.flat:
-        ax.tick_params(labelsize=7)
-    for ax in axes[1]:
-        ax.set_xlabel("epoch", fontsize=8)
-    fig.suptitle(title or f"{record['record_name']} ({record['scale']} preset)", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def plot_filters(record, fig):
-    """Fig. 2 from a record: 16 mean (W) and 16 covariance (C) filters per estimator, in pixels."""
-    from smlib import plotting
-
-    cfg = record["config"]
-    side, seed = cfg["patch_size"], cfg["seeds"][0]
-    tile = (side, side) if cfg["gray"] else (side, side, 3)
-    axes = fig.subplots(2, len(ESTIMATORS))
-    for j, name in enumerate(ESTIMATORS):
-        f = record["units"][f"{name}-s{seed}"]["filters"]
-        for i, key in enumerate(("W", "C")):
-            px = torch.tensor(f[f"{key}_show"])
-            if not cfg["gray"]:  # channel-first rows -> image layout
-                px = px.reshape(len(px), 3, side, side).permute(0, 2, 3, 1).reshape(len(px), -1)
-            plotting.filter_grid(px, tile, ax=axes[i, j], n_cols=4, title=f"{name}: {key}")
-            axes[i, j].title.set_fontsize(8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_smd_sigma(record, ax):
-    """The free-energy gap during SMD training at the swept noise levels, beside SM and the main SMD run."""
-    cfg = record["config"]
-    seed = cfg["seeds"][0]
-    for name, lw in (("SM", 2), ("SMD", 2)):
-        ax.plot(np.mean(curves_of(record, name, seed, "gap"), 0), color=COLORS[name], lw=lw,
-                label=name if name == "SM" else f"SMD σ={cfg['smd_sigma']:g} (main run)")
-    sweep = cfg["smd_sweep"]
-    for i, sig in enumerate(sweep):
-        c = record["units"][f"SMD{sig:g}-s{seed}"]["curves"]
-        gaps = [c[k] for k in sorted(c) if k.startswith("gap_")]
-        ax.plot(np.mean(gaps, 0), ls="--", color=_viridis(0.85 * i / max(1, len(sweep) - 1)), label=f"SMD σ={sig:g}")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("F(noisy) − F(clean)")
-    ax.legend(fontsize=7)
-    return ax
-
-
-def _viridis(t):
-    import matplotlib.pyplot as plt
-
-    return plt.cm.viridis(t)
-
-
-def gabor_table(record) -> str:
-    """Markdown: median R² and fraction Gabor-like of the C and W filters, with the two checks of the measure."""
-    ref = record["summary"]["reference"]
-    seeds = record["config"]["seeds"]
-    rows = ["| filters of | C: median R² | C: Gabor-like | W: median R² | W: Gabor-like |", "|---|---|---|---|---|"]
-    p = ref["planted"]
-    rows.append(f"| planted Gabors + 5% noise (must pass) | {p['median_r2']:.2f} | {p['frac_gabor']:.2f} | — | — |")
-    u = ref["untrained"]
-    rows.append(f"| untrained initialisation (control) | {u['C_gabor']['median_r2']:.2f} | {u['C_gabor']['frac_gabor']:.2f}"
-                f" | {u['W_gabor']['median_r2']:.2f} | {u['W_gabor']['frac_gabor']:.2f} |")
-    for e in ESTIMATORS:
-        f = [record["units"][f"{e}-s{s}"]["filters"] for s in seeds]
-        m = lambda k, q: np.mean([x[k][q] for x in f])  # noqa: E731
-        rows.append(f"| {e} | {m('C_gabor', 'median_r2'):.2f} | {m('C_gabor', 'frac_gabor'):.2f} | "
-                    f"{m('W_gabor', 'median_r2'):.2f} | {m('W_gabor', 'frac_gabor'):.2f} |")
-    return "\n".join(rows)
-
-
-def timing_note(record) -> str:
-    """One line: wall time per unit (for the chapter)."""
-    return ", ".join(f"{k} {v:.0f} s" for k, v in record.get("unit_wall_time_s", {}).items())

@@ -50,7 +50,7 @@ _COMMON = dict(batch_size=128, patch=8, stride=4, pool=2, keep=0.99, gamma=1.0, 
 PRESETS = {
     "ci": dict(_COMMON, n_seeds=2, n_patches=5000, n_epochs=2, n_cov=16, n_mean=8, lr=0.01, probe_iter=100,
                n_train_images=500, n_val_images=300, n_test_images=500, stop_epochs=[1, 2]),
-    "paper": dict(_COMMON, n_seeds=5, n_patches=200_000, n_epochs=10, n_cov=64, n_mean=32, lr=0.001, probe_iter=100,
+    "paper": dict(_COMMON, n_seeds=5, n_patches=200_000, n_epochs=10, n_cov=64, n_mean=32, lr=3e-4, probe_iter=100,
                   n_train_images=5000, n_val_images=2000, n_test_images=10_000, stop_epochs=[2, 5, 10]),
 }
 
