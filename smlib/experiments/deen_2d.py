@@ -302,8 +302,7 @@ def claims(record) -> list[dict]:
 
 # ====================================================================== figures (from a record)
 def _extent(record, ds):
-    b = record["config"][f"{ds}_bound"]
-    return (-b, b, -b, b)
+    return tuple(record["config"][f"{ds}_bound"] * np.array([-1, 1, -1, 1]))
 
 
 def _density(ax, record, ds, log_density, title):
@@ -320,6 +319,8 @@ def _density(ax, record, ds, log_density, title):
 def _tidy(fig, axes, record, title):
     for ax in np.ravel(axes):
         ax.tick_params(labelsize=6)
+        ax.title.set_fontsize(8)
+        ax.xaxis.label.set_fontsize(7)
     fig.suptitle(title or f"{record['record_name']} ({record['scale']} preset, seed {record['config']['seeds'][0]})",
                  fontsize=8)
     fig.tight_layout()
@@ -339,8 +340,7 @@ def plot_fig1(record, fig, title=None):
         f = np.asarray(p["field"])
         norm = np.linalg.norm(f, axis=1) + 1e-12
         axes[2 * j + 1].quiver(X.ravel(), Y.ravel(), f[:, 0] / norm, f[:, 1] / norm, norm, cmap="magma", scale=25)
-        axes[2 * j + 1].set_title(f"({'bd'[j]}) DEEN $\\psi=-\\nabla E$: {ds}", fontsize=8)
-        axes[2 * j + 1].set_aspect("equal")
+        axes[2 * j + 1].set(title=f"({'bd'[j]}) DEEN $\\psi=-\\nabla E$: {ds}", aspect="equal")
     return _tidy(fig, axes, record, title)
 
 
@@ -360,20 +360,28 @@ def plot_curl(record, fig, title=None):
 
 
 def plot_cd(record, fig, title=None):
-    """Fig. 1 i–j from a record: CD's density per data set, KL(q_σ‖q_θ) during training, mass per part."""
+    """Fig. 1 i–j from a record: CD's density per data set (and a variant's, on a second row, if run),
+    KL(q_σ‖q_θ) during training, mass per part of the truth."""
     cfg = record["config"]
     s, kinds = cfg["seeds"][0], ["CD"] + [f"CD_{o}" for o in cfg["cd_variants"]]
-    axes = fig.subplots(1, 4)
+    if len(kinds) == 1:
+        axes = list(fig.subplots(1, 4))
+        dens, ax_kl, ax_m = [("CD", ds, axes[j]) for j, ds in enumerate(DATASETS)], axes[2], axes[3]
+    else:
+        fig.set_size_inches(fig.get_size_inches()[0], 2 * fig.get_size_inches()[1])
+        gs = fig.add_gridspec(2, 4)
+        dens = [(k, ds, fig.add_subplot(gs[0, 2 * i + j])) for i, k in enumerate(kinds[:2]) for j, ds in enumerate(DATASETS)]
+        ax_kl, ax_m = fig.add_subplot(gs[1, :2]), fig.add_subplot(gs[1, 2:])
+        axes = [a for _, _, a in dens] + [ax_kl, ax_m]
+    for kind, ds, ax in dens:
+        u = record["units"][f"{kind}-{ds}-s{s}"]
+        _density(ax, record, ds, u["plot"]["log_density"], f"{kind} ({u['optimizer']['optimizer']}) $q_\\theta$: {ds}")
     for j, ds in enumerate(DATASETS):
-        _density(axes[j], record, ds, record["units"][f"CD-{ds}-s{s}"]["plot"]["log_density"],
-                 f"CD ({record['units'][f'CD-{ds}-s{s}']['optimizer']['optimizer']}) $q_\\theta$: {ds}")
         for k, ls in zip(["DEEN"] + kinds, ("--", "-", ":", "-.")):
             c = record["units"][f"{k}-{ds}-s{s}"]["curve"]
-            axes[2].plot(c["step"], c["kl_q"], ls=ls, color=f"C{j}", label=f"{k}, {ds}")
-    axes[2].set_yscale("log")
-    axes[2].set_xlabel("step", fontsize=7)
-    axes[2].set_title("KL($q_\\sigma$‖$q_\\theta$)", fontsize=8)
-    axes[2].legend(fontsize=5)
+            ax_kl.plot(c["step"], c["kl_q"], ls=ls, color=f"C{j}", label=f"{k}, {ds}")
+    ax_kl.set(yscale="log", xlabel="step", title="KL($q_\\sigma$‖$q_\\theta$)")
+    ax_kl.legend(fontsize=5)
     pos, ticks, where = 0, [], []
     for ds in DATASETS:
         true = record["summary"]["reference"][ds]["true_masses"]
@@ -382,11 +390,11 @@ def plot_cd(record, fig, title=None):
                                            for m, c in zip(["DEEN"] + kinds, ("C0", "C3", "C1", "C2"))]
         w = 0.8 / len(rows)
         for i, (lab, m, color) in enumerate(rows):
-            axes[3].bar(k + (i - (len(rows) - 1) / 2) * w, m, width=w, color=color, label=lab if ds == DATASETS[0] else None)
+            ax_m.bar(k + (i - (len(rows) - 1) / 2) * w, m, width=w, color=color, label=lab if ds == DATASETS[0] else None)
         ticks += [f"{ds[0]}{i}" for i in range(len(k))]
         where += list(k)
         pos += len(k) + 1
-    axes[3].set_xticks(where, ticks, fontsize=6)
-    axes[3].set_title("mass per part of the truth", fontsize=8)
-    axes[3].legend(fontsize=5)
+    ax_m.set_xticks(where, ticks, fontsize=6)
+    ax_m.set_title("mass per part of the truth")
+    ax_m.legend(fontsize=5)
     return _tidy(fig, axes, record, title)
