@@ -337,7 +337,12 @@ def plot_parzen(record, fig, title=None):
         axes[1].plot(P["sizes"], s, "o-", label=f"split {r}")
     axes[1].axhline(PAPER_SIGMA, color="0.5", ls=":", label=f"paper: {PAPER_SIGMA}")
     axes[1].set(xscale="log", xlabel="Parzen kernels n", ylabel="σ*")
-    for ax in axes:
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    for ax, ticks in ((axes[0], [0.05, 0.1, 0.2, 0.4]), (axes[1], P["sizes"])):
+        ax.set_xticks(ticks)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize=6)
         ax.tick_params(labelsize=7)
     return _title(fig, record, title)
