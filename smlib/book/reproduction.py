@@ -43,18 +43,22 @@ def claims_table(live: list[dict] | None, recorded: list[dict] | None, *, live_l
     """A Markdown table of claims with a live and a recorded column (verdict, then its numbers).
 
     Rows are matched by the claim's text; a claim only one run judged says "not run" in the other
-    column. Each row gives the rule and whether the experiment or the architecture decided it.
+    column. Each row gives the rule (the recorded run's; the live run's too where its sizes make it
+    read differently); a verdict that the architecture decided says so.
     """
     live, recorded = live or [], recorded or []
     order = [c["claim"] for c in live] + [c["claim"] for c in recorded if c["claim"] not in {x["claim"] for x in live}]
     by = {"live": {c["claim"]: c for c in live}, "rec": {c["claim"]: c for c in recorded}}
-    rows = [f"| claim | rule | decided by | {live_label} | {recorded_label} |", "|---|---|---|---|---|"]
+    rows = [f"| claim | rule | {live_label} | {recorded_label} |", "|---|---|---|---|"]
     for claim in order:
-        ref = by["live"].get(claim) or by["rec"][claim]
+        ref = by["rec"].get(claim) or by["live"][claim]
+        rule = ref["rule"]
+        if claim in by["live"] and claim in by["rec"] and by["live"][claim]["rule"] != rule:
+            rule += f" — {live_label}: {by['live'][claim]['rule']}"
         cols = []
         for side in ("live", "rec"):
             c = by[side].get(claim)
-            cols.append(f"**{c['verdict']}**: {_cell(c['numbers'])}" if c else "not run")
-        rows.append(f"| {_cell(claim)} | {_cell(ref['rule'])} | {ref.get('decided_by', 'experiment')} | "
-                    f"{cols[0]} | {cols[1]} |")
+            arch = " (decided by the architecture)" if c and c.get("decided_by") == "architecture" else ""
+            cols.append(f"**{c['verdict']}**{arch}: {_cell(c['numbers'])}" if c else "not run")
+        rows.append(f"| {_cell(claim)} | {_cell(rule)} | {cols[0]} | {cols[1]} |")
     return "\n".join(rows)
