@@ -1,0 +1,170 @@
+"""The DEEN experiments (deen_2d, deen_mnist, deen_patches): each runs to a record at a tiny size,
+its claims carry verdicts from the allowed set, its figures draw from a record read back from disk,
+and the verdict rules can reach their "does not hold" branches."""
+from __future__ import annotations
+
+import copy
+import json
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+from smlib import data, experiments  # noqa: E402
+from smlib.experiments import deen_2d, deen_images, deen_patches  # noqa: E402
+from smlib.experiments import verdicts as V  # noqa: E402
+from smlib.experiments.__main__ import main  # noqa: E402
+
+ALLOWED = {V.HOLDS, V.PARTLY, V.FAILS, V.UNTESTABLE}
+TINY = {
+    "deen_2d": dict(seeds=[0, 1], n_steps=20, eval_every=10, n_train=256, n_grid=24, n_eval=128, n_plot=12,
+                    n_curl_plot=8, cd_variants=["adam"]),
+    "deen_mnist": dict(n_parzen=160, n_valid=40, parzen_replicates=2, n_steps=6, hidden=[8, 8, 8], n_test=40,
+                       log_every=2, checkpoint_every=6, n_show=2),
+    "deen_patches": dict(n_patches=600, n_valid=50, n_test=40, n_steps=4, hidden=[8, 8, 8, 8, 8], log_every=2,
+                         checkpoint_every=4, n_show=2, median_sizes=[1, 3], gauss_widths=[0.0, 1.0]),
+}
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    """Each experiment at its ci preset with the tiny overrides, recorded to a temporary results folder."""
+    mp = pytest.MonkeyPatch()
+    results = tmp_path_factory.mktemp("results")
+    mp.setenv("SMLIB_RESULTS_DIR", str(results))
+    work = tmp_path_factory.mktemp("work")
+    out = {}
+    try:
+        for name, ov in TINY.items():
+            live = experiments.run(name, "ci", overrides=ov, workdir=work, record=True, progress=False, quiet=True)
+            saved = experiments.load_record(live["record_name"])
+            out[name] = {"live": live, "saved": saved, "work": work, "folder": results / live["record_name"]}
+    finally:
+        mp.undo()
+    return out
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_ci_preset_runs_to_a_record_under_the_custom_name(records, name):
+    r = records[name]
+    assert r["live"]["record_name"] == f"{name}_ci_custom"  # overridden sizes never get the paper name
+    assert r["saved"] is not None and (r["folder"] / "results.json").is_file()
+    assert r["saved"]["provenance"]["parameters"]["scale"] == "ci"
+    assert json.loads(json.dumps(r["live"]["summary"], allow_nan=True)) == r["saved"]["data"]["summary"]
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_claims_have_rules_numbers_and_allowed_verdicts(records, name):
+    claims = records[name]["saved"]["data"]["summary"]["claims"]
+    assert claims
+    for c in claims:
+        assert set(c) >= {"claim", "rule", "numbers", "verdict", "decided_by"}
+        assert c["verdict"] in ALLOWED, c
+        assert c["decided_by"] in {"experiment", "architecture"}
+        assert c["rule"] and c["numbers"]
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_figures_draw_from_a_record_read_back_from_disk(records, name):
+    import matplotlib.pyplot as plt
+
+    figs = experiments.get(name).figures(records[name]["saved"]["data"])
+    assert figs and all(f.axes for f in figs.values())
+    for key in figs:
+        assert (records[name]["folder"] / f"{key}.png").is_file()
+    for f in figs.values():
+        plt.close(f)
+
+
+def test_a_second_run_reuses_the_finished_units(records):
+    r = records["deen_2d"]
+    again = experiments.run("deen_2d", "ci", overrides=TINY["deen_2d"], workdir=r["work"], progress=False, quiet=True)
+    assert again["units"] == r["live"]["units"]
+
+
+@pytest.mark.parametrize("name, n_units", [("deen_2d", 24), ("deen_mnist", 3), ("deen_patches", 2)])
+def test_paper_presets(name, n_units, capsys):
+    exp = experiments.get(name)
+    cfg = experiments.resolve(exp, "paper")
+    assert experiments.record_name(exp, "paper", cfg) == name
+    assert len(exp.units(cfg)) == n_units
+    assert main([name, "--scale", "paper", "--list"]) == 0
+    assert f"-> record {name}" in capsys.readouterr().out
+
+
+def test_paper_protocol_values():
+    """The paper's settings: networks, σ = 0.1 in 2-D, σ′ = 0.3, patch noise 0.5, lr 1e-3, CD by plain SGD at ε = 1e-3."""
+    c2 = experiments.resolve(experiments.get("deen_2d"), "paper")
+    assert c2["hidden"] == [32, 32, 32] and c2["sigma"] == 0.1 and c2["lr"] == 1e-3 and len(c2["seeds"]) == 3
+    assert c2["cd_optimizer"] == "sgd" and c2["cd_lr"] == 1e-3
+    cm = experiments.resolve(experiments.get("deen_mnist"), "paper")
+    assert cm["hidden"] == [128, 128, 256] and cm["sigma_prime"] == 0.3 and cm["sigma"] is None
+    cp = experiments.resolve(experiments.get("deen_patches"), "paper")
+    assert cp["hidden"] == [256, 256, 256, 512, 512] and cp["noise_factor"] == 0.5 and cp["size"] == 32
+    assert data.list_natural_images(cp["sources"], gray=None)  # named sources that exist on this machine
+
+
+def test_cd_unit_uses_plain_sgd_and_its_variant_adam(records):
+    units = records["deen_2d"]["live"]["units"]
+    assert units["CD-spiral-s0"]["optimizer"] == {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.0}
+    assert units["CD_adam-spiral-s0"]["optimizer"]["optimizer"] == "adam"
+
+
+# ---------------------------------------------------------------------- the rules can fail
+def _verdict(claims, start):
+    return next(c for c in claims if c["claim"].startswith(start))
+
+
+def test_sigma_falls_claim_can_fail_and_be_partly_true(records):
+    rec = copy.deepcopy(records["deen_mnist"]["live"])
+    P = rec["units"]["parzen"]
+    P["sigma_star"] = [[0.20, 0.21, 0.22, 0.23], [0.20, 0.21, 0.22, 0.23]]  # rises with n
+    assert _verdict(deen_images.claims(rec), "σ decreases")["verdict"] == V.FAILS
+    P["sigma_star"] = [[0.30, 0.25, 0.25, 0.20], [0.30, 0.25, 0.25, 0.20]]  # one flat step
+    assert _verdict(deen_images.claims(rec), "σ decreases")["verdict"] == V.PARTLY
+    P["sigma_star"] = [[0.30, 0.25, 0.20, 0.15], [0.30, 0.25, 0.20, 0.15]]
+    assert _verdict(deen_images.claims(rec), "σ decreases")["verdict"] == V.HOLDS
+
+
+def test_sigma_equality_needs_an_equivalence_test(records):
+    rec = copy.deepcopy(records["deen_mnist"]["live"])
+    rec["units"]["parzen"]["sigma_star"] = [[0.3, 0.2, 0.16, 0.141], [0.3, 0.2, 0.16, 0.139]]
+    assert _verdict(deen_images.claims(rec), "σ chosen")["verdict"] == V.HOLDS
+    rec["units"]["parzen"]["sigma_star"] = [[0.3, 0.2, 0.16, 0.10], [0.3, 0.2, 0.16, 0.18]]  # mean 0.14, too spread
+    assert _verdict(deen_images.claims(rec), "σ chosen")["verdict"] == V.FAILS
+
+
+def test_architecture_label_only_when_the_bound_forces_every_failure():
+    assert deen_images.decided_by([False, True], [True, False]) == "architecture"
+    assert deen_images.decided_by([False, False], [True, False]) == "experiment"
+    assert deen_images.decided_by([True], [True]) == "experiment"
+
+
+def test_patch_claim_is_decided_by_the_architecture_only_if_the_bound_exceeds_the_baseline(records):
+    rec = copy.deepcopy(records["deen_patches"]["live"])
+    ref, D = rec["summary"]["reference"], rec["units"]["DEEN"]
+    ref["tuned"], ref["fixed"] = [1.0, 1.0], [2.0, 2.0]
+    D["err_pixel"], D["rank_floor"] = [1.5, 1.5], [0.5, 0.5]
+    c = deen_patches.claims(rec)[0]
+    assert (c["verdict"], c["decided_by"]) == (V.PARTLY, "experiment")
+    D["err_pixel"], D["rank_floor"] = [1.5, 1.5], [1.2, 1.2]
+    c = deen_patches.claims(rec)[0]
+    assert (c["verdict"], c["decided_by"]) == (V.PARTLY, "architecture")
+    D["err_pixel"] = [0.5, 0.5]
+    D["rank_floor"] = [0.4, 0.4]
+    assert deen_patches.claims(rec)[0]["verdict"] == V.HOLDS
+
+
+def test_collapse_claim_does_not_credit_cd_with_a_collapsed_start(records):
+    rec = copy.deepcopy(records["deen_2d"]["live"])
+    ok = {"min_ratio": 0.9, "missed": 0.0}
+    for key, u in rec["units"].items():
+        if key.startswith(("CD-", "DEEN-")):
+            u.update(ok if key.startswith("DEEN") else {"min_ratio": 0.1, "missed": 0.3})
+            u["start_modes"] = dict(ok)
+    assert _verdict(deen_2d.claims(rec), "CD with one Langevin step")["verdict"] == V.HOLDS
+    for key, u in rec["units"].items():
+        if key.startswith("CD-spiral"):
+            u["start_modes"] = {"min_ratio": 0.2, "missed": 0.0}  # already collapsed before training
+    assert _verdict(deen_2d.claims(rec), "CD with one Langevin step")["verdict"] == V.PARTLY
