@@ -4,6 +4,7 @@
 * `results`  — recorded results (JSON + PNG) with provenance, and showing them in a chapter;
 * `rerun`    — rerun a chapter with papermill parameters (needs the book tool chain);
 * `timing`   — interleaved timings whose ratios are measured side by side (chapters and `bench/`);
-* `display`  — showing a recorded run's provenance and the claims tables of the reproductions;
+* `reproduction` — a recorded run beside the live one, and the claims tables of the reproductions;
+* `conventions` — the conventions page's estimator × model table, generated from the registry;
 * `helpers`  — small helpers several chapters and the tests share (random parameters, hidden states).
 """

@@ -14,6 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
+import smlib
 from smlib._io import atomic_write
 
 __all__ = ["results_dir", "provenance", "save", "load", "atomic_write_bytes"]
@@ -94,10 +97,6 @@ def provenance(*, wall_time_s: float | None = None, device: str | None = None,
 
     ``command`` defaults to ``$SMLIB_RERUN_COMMAND`` (set by ``python -m smlib.book.rerun``), else argv.
     """
-    import torch
-
-    import smlib
-
     commit = _git("rev-parse", "HEAD")
     dirty = _git("status", "--porcelain", "--untracked-files=no")
     return {

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib
 
+from smlib.experiments import runner
 from smlib.experiments.runner import Experiment, Unit, load_record, record_name, resolve, work_dir
 
 __all__ = ["EXPERIMENTS", "get", "run", "load_record", "resolve", "record_name", "work_dir", "Experiment", "Unit"]
@@ -52,6 +53,4 @@ def get(name: str) -> Experiment:
 
 def run(name: str, scale: str = "ci", **kwargs):
     """Run experiment ``name`` at ``scale``; see :func:`smlib.experiments.runner.run` for the options."""
-    from smlib.experiments import runner
-
     return runner.run(get(name), scale, **kwargs)

@@ -29,9 +29,11 @@ import sys
 import time
 from pathlib import Path
 
+from smlib import train
 from smlib._io import atomic_write
+from smlib.book import results as _results
 
-__all__ = ["Experiment", "Unit", "resolve", "run", "record_name", "load_record", "work_dir", "default_dtype"]
+__all__ = ["Experiment", "Unit", "resolve", "run", "record_name", "load_record", "work_dir", "default_dtype", "fit_by_epoch"]
 
 
 class Unit(dict):
@@ -159,7 +161,6 @@ def run(experiment: Experiment, scale: str = "ci", *, overrides: dict | None = N
         ``{"experiment", "scale", "record_name", "config", "units": {key: result}, "summary"}``
         when every unit is done; None when ``only`` left some units to other processes.
     """
-    from smlib.book import results as _results
 
     say = (lambda m: None) if quiet else _log
     cfg = resolve(experiment, scale, overrides)
@@ -250,7 +251,6 @@ def _close(figs):
 
 def _merged_provenance(docs: dict, cfg: dict, scale: str, device, summary_s: float) -> dict:
     """One provenance for the record: the units' commit (which must be one), commands, devices, wall times."""
-    from smlib.book import results as _results
 
     provs = {k: d["provenance"] for k, d in docs.items()}
     commits = sorted({str(p.get("commit")) for p in provs.values()} | {str(p["started"].get("commit"))
@@ -276,7 +276,6 @@ def _merged_provenance(docs: dict, cfg: dict, scale: str, device, summary_s: flo
 
 def load_record(name: str) -> dict | None:
     """The recorded ``{"provenance", "data"}`` of ``results/<name>/``, or None (see `smlib.book.results`)."""
-    from smlib.book import results as _results
 
     return _results.load(name)
 
@@ -292,6 +291,16 @@ def default_dtype(dtype):
         yield
     finally:
         torch.set_default_dtype(old)
+
+
+def fit_by_epoch(model, X, objective, options, cfg: dict, *, seed: int, device, progress: bool, checkpoint, callback):
+    """`smlib.train.fit` as a protocol runs it: ``cfg``'s epochs, batch size and optimiser, one log line,
+    one checkpoint and one ``callback`` per epoch, resuming from ``checkpoint`` when it exists."""
+    per_epoch = math.ceil(len(X) / cfg["batch_size"])
+    return train.fit(model, X, objective, options=options, n_epochs=cfg["n_epochs"], batch_size=cfg["batch_size"],
+                     optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"], device=device, seed=seed,
+                     progress=progress, log_every=per_epoch, checkpoint=checkpoint, checkpoint_every=per_epoch,
+                     resume=True, callback=callback)
 
 
 def finite(x) -> bool:

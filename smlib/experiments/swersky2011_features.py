@@ -32,10 +32,10 @@ import math
 import numpy as np
 import torch
 
-from smlib import data, metrics, models, train
+from smlib import data, metrics, models
 from smlib._io import atomic_write
 from smlib.experiments import verdicts as V
-from smlib.experiments.runner import Experiment, Unit, default_dtype
+from smlib.experiments.runner import Experiment, Unit, default_dtype, fit_by_epoch
 from smlib.experiments.swersky2011 import COLORS, objective_for
 
 __all__ = ["Swersky2011Features", "ESTIMATORS", "PAPER_ACCURACY", "claims", "plot_table1"]
@@ -161,12 +161,8 @@ class Swersky2011Features(Experiment):
             return {"val_acc": acc}
 
         objective, options = objective_for(unit["estimator"], cfg)
-        per_epoch = math.ceil(cfg["n_patches"] / cfg["batch_size"])
-        hist = train.fit(model, ctx["X"], objective, options=options, n_epochs=cfg["n_epochs"],
-                         batch_size=cfg["batch_size"], optimizer=cfg["optimizer"], lr=cfg["lr"],
-                         momentum=cfg["momentum"], device=device, seed=unit["seed"], progress=progress,
-                         log_every=per_epoch, checkpoint=checkpoint, checkpoint_every=per_epoch, resume=True,
-                         callback=early_stopping)
+        hist = fit_by_epoch(model, ctx["X"], objective, options, cfg, seed=unit["seed"], device=device,
+                       progress=progress, checkpoint=checkpoint, callback=early_stopping)
         snap = torch.load(best, map_location=ctx["device"], weights_only=True)
         model.load_state_dict(snap["model"])
         out = self.evaluate_final(ctx, cfg, model)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from smlib import plotting
+
 __all__ = ["ESTIMATORS", "COLORS", "curves_of", "plot_fig1", "plot_filters", "plot_smd_sigma", "gabor_table",
            "timing_note"]
 
@@ -54,7 +56,6 @@ def plot_fig1(record, fig, title=None):
 
 def plot_filters(record, fig):
     """Fig. 2 from a record: 16 mean (W) and 16 covariance (C) filters per estimator, in pixels."""
-    from smlib import plotting
 
     cfg = record["config"]
     side, seed = cfg["patch_size"], cfg["seeds"][0]

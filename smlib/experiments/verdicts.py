@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-__all__ = ["HOLDS", "PARTLY", "FAILS", "UNTESTABLE", "verdict", "paired_t", "tost_paired", "holm", "lowest_with_tolerance"]
+__all__ = ["HOLDS", "PARTLY", "FAILS", "UNTESTABLE", "verdict", "claim", "paired_t", "tost_paired", "holm", "lowest_with_tolerance"]
 
 HOLDS, PARTLY, FAILS, UNTESTABLE = "holds", "partly", "does not hold", "not testable on this substitute"
 
@@ -44,6 +44,15 @@ def verdict(conditions, *, testable: bool = True) -> str:
     if all(ok):
         return HOLDS
     return FAILS if not any(ok) else PARTLY
+
+
+def claim(claim: str, rule: str, numbers, verdict: str, decided_by: str = "experiment") -> dict:
+    """One row of a claims table: the paper's claim, the rule, the numbers behind it and the verdict.
+
+    ``decided_by="architecture"`` marks an outcome that the model's architecture fixes whatever the run does
+    (e.g. DEEN's rank bound), so the table can label it as such.
+    """
+    return {"claim": claim, "rule": rule, "numbers": "; ".join(numbers), "verdict": verdict, "decided_by": decided_by}
 
 
 def _t_sf(t: float, df: int) -> float:
