@@ -19,7 +19,7 @@ def command(name: str) -> str:
 
 
 def recorded(name: str) -> dict | None:
-    """The record of ``results/<name>/`` with its provenance printed, or None with the command that makes it."""
+    """The record of ``results/<name>/`` (its provenance printed and kept under "provenance"), or None with the command."""
     doc = _results.load(name)
     if doc is None:
         print(f"recorded (paper scale): nothing recorded yet in results/{name}/. Record it with\n    {command(name)}")
@@ -31,7 +31,7 @@ def recorded(name: str) -> dict | None:
     print(f"recorded (paper scale): results/{name}/, commit {str(p.get('commit'))[:12]}{dirty}, {p.get('date')}, "
           f"{p.get('device')} ({p.get('cpu', '?')}, {p.get('torch_threads', '?')} thread(s)), {took}\n"
           f"    command: {'; '.join(p.get('unit_commands') or [p.get('command', '?')])}")
-    return doc["data"]
+    return {**doc["data"], "provenance": p}  # the units' own times and commands live in the provenance
 
 
 def _cell(text) -> str:

@@ -29,9 +29,9 @@ from __future__ import annotations
 import importlib
 
 from smlib.experiments import runner
-from smlib.experiments.runner import Experiment, Unit, load_record, record_name, resolve, work_dir
+from smlib.experiments.runner import Experiment, Unit, load_record, record_name, resolve, unit_times, work_dir
 
-__all__ = ["EXPERIMENTS", "get", "run", "load_record", "resolve", "record_name", "work_dir", "Experiment", "Unit"]
+__all__ = ["EXPERIMENTS", "get", "run", "load_record", "resolve", "record_name", "work_dir", "unit_times", "Experiment", "Unit"]
 
 #: name -> (module, class) of every experiment
 EXPERIMENTS = {

@@ -33,7 +33,7 @@ from smlib import train
 from smlib._io import atomic_write
 from smlib.book import results as _results
 
-__all__ = ["Experiment", "Unit", "resolve", "run", "record_name", "load_record", "work_dir", "default_dtype", "fit_by_epoch"]
+__all__ = ["Experiment", "Unit", "resolve", "run", "record_name", "load_record", "work_dir", "default_dtype", "fit_by_epoch", "unit_times"]
 
 
 class Unit(dict):
@@ -301,6 +301,13 @@ def fit_by_epoch(model, X, objective, options, cfg: dict, *, seed: int, device, 
                      optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"], device=device, seed=seed,
                      progress=progress, log_every=per_epoch, checkpoint=checkpoint, checkpoint_every=per_epoch,
                      resume=True, callback=callback)
+
+
+def unit_times(record: dict) -> dict:
+    """Seconds per unit: a resumed unit's training time over all its sessions where the record carries its
+    provenance (a loaded record, `smlib.book.reproduction.recorded`), else the wall time of its last session."""
+    units = (record.get("provenance") or {}).get("units") or {}
+    return {k: float(units.get(k, {}).get("wall_time_s", v)) for k, v in record.get("unit_wall_time_s", {}).items()}
 
 
 def finite(x) -> bool:

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from smlib import plotting
+from smlib.experiments.runner import unit_times
 
 __all__ = ["ESTIMATORS", "COLORS", "curves_of", "plot_fig1", "plot_filters", "plot_smd_sigma", "gabor_table",
            "timing_note"]
@@ -116,5 +117,5 @@ def gabor_table(record) -> str:
 
 
 def timing_note(record) -> str:
-    """One line: wall time per unit (for the chapter)."""
-    return ", ".join(f"{k} {v:.0f} s" for k, v in record.get("unit_wall_time_s", {}).items())
+    """One line: time per unit (for the chapter), over all sessions of a resumed unit where the record knows it."""
+    return ", ".join(f"{k} {v:.0f} s" for k, v in unit_times(record).items())
