@@ -161,7 +161,6 @@ def run(experiment: Experiment, scale: str = "ci", *, overrides: dict | None = N
         ``{"experiment", "scale", "record_name", "config", "units": {key: result}, "summary"}``
         when every unit is done; None when ``only`` left some units to other processes.
     """
-
     say = (lambda m: None) if quiet else _log
     cfg = resolve(experiment, scale, overrides)
     name = record_name(experiment, scale, cfg)
@@ -251,7 +250,6 @@ def _close(figs):
 
 def _merged_provenance(docs: dict, cfg: dict, scale: str, device, summary_s: float) -> dict:
     """One provenance for the record: the units' commit (which must be one), commands, devices, wall times."""
-
     provs = {k: d["provenance"] for k, d in docs.items()}
     commits = sorted({str(p.get("commit")) for p in provs.values()} | {str(p["started"].get("commit"))
                                                                         for p in provs.values() if "started" in p})
@@ -276,7 +274,6 @@ def _merged_provenance(docs: dict, cfg: dict, scale: str, device, summary_s: flo
 
 def load_record(name: str) -> dict | None:
     """The recorded ``{"provenance", "data"}`` of ``results/<name>/``, or None (see `smlib.book.results`)."""
-
     return _results.load(name)
 
 

@@ -146,7 +146,7 @@ class Swersky2011(Experiment):
 
         objective, options = objective_for(unit["estimator"], cfg, unit.get("sigma"))
         history = fit_by_epoch(model, ctx["X_train"], objective, options, cfg, seed=unit["seed"], device=device,
-                          progress=progress, checkpoint=checkpoint, callback=callback)
+                               progress=progress, checkpoint=checkpoint, callback=callback)
         for k in curves:
             curves[k] += [float(v) for v in history.per_epoch[k]]  # NaN where an epoch was not denoised
         result = {"curves": curves, "loss": list(history["loss"]), "train_wall_time_s": history.wall_time}

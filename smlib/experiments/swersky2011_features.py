@@ -162,7 +162,7 @@ class Swersky2011Features(Experiment):
 
         objective, options = objective_for(unit["estimator"], cfg)
         hist = fit_by_epoch(model, ctx["X"], objective, options, cfg, seed=unit["seed"], device=device,
-                       progress=progress, checkpoint=checkpoint, callback=early_stopping)
+                            progress=progress, checkpoint=checkpoint, callback=early_stopping)
         snap = torch.load(best, map_location=ctx["device"], weights_only=True)
         model.load_state_dict(snap["model"])
         out = self.evaluate_final(ctx, cfg, model)
@@ -208,22 +208,22 @@ def claims(record) -> list[dict]:
     others = [e for e in ESTIMATORS if e != "AE"]
     worse = {e: V.paired_t(acc["AE"], acc[e], "less") for e in others}
     rej = V.holm({e: t["p"] for e, t in worse.items()}, alpha)
-    out = [{"claim": "AE's features classify significantly worse than all others (Table 1)",
-            "rule": f"one-sided paired t-test AE < X over {cfg['n_seeds']} seeds, Holm over 5 at α = {alpha}; "
-                    f"testable only if learned features beat untrained ones by > {cfg['learned_margin']} points",
-            "numbers": "; ".join(f"AE − {e}: {worse[e]['mean_diff']:+.2f} pts (p = {worse[e]['p']:.3f})" for e in others)
-                       + f"; {note}",
-            "verdict": V.verdict([rej[e] for e in others], testable=testable)}]
+    out = [V.claim("AE's features classify significantly worse than all others (Table 1)",
+                   f"one-sided paired t-test AE < X over {cfg['n_seeds']} seeds, Holm over 5 at α = {alpha}; "
+                   f"testable only if learned features beat untrained ones by > {cfg['learned_margin']} points",
+                   [f"AE − {e}: {worse[e]['mean_diff']:+.2f} pts (p = {worse[e]['p']:.3f})" for e in others] + [note],
+                   V.verdict([rej[e] for e in others], testable=testable))]
     pairs = list(itertools.combinations(others, 2))
     tost = {f"{a}|{b}": V.tost_paired(acc[a], acc[b], cfg["margin"], alpha) for a, b in pairs}
     eq = V.holm({k: t["p"] for k, t in tost.items()}, alpha)
     worst = max(tost.items(), key=lambda kv: kv[1]["p"])
-    out.append({"claim": "CD, PCD, FPCD, SM, SMD do not differ significantly (Table 1)",
-                "rule": f"paired TOST equivalence within ±{cfg['margin']} points for each of the 10 pairs, Holm at α = {alpha}",
-                "numbers": f"{sum(eq.values())}/10 pairs equivalent; least equivalent {worst[0]}: mean diff "
-                           f"{worst[1]['mean_diff']:+.2f}, {100 * (1 - 2 * alpha):.0f}% CI ({worst[1]['ci'][0]:+.2f}, "
-                           f"{worst[1]['ci'][1]:+.2f}), p = {worst[1]['p']:.3f}; {note}",
-                "verdict": V.verdict(list(eq.values()), testable=testable)})
+    out.append(V.claim("CD, PCD, FPCD, SM, SMD do not differ significantly (Table 1)",
+                       f"paired TOST equivalence within ±{cfg['margin']} points for each of the 10 pairs, Holm at α = {alpha}",
+                       [f"{sum(eq.values())}/10 pairs equivalent",
+                        f"least equivalent {worst[0]}: mean diff {worst[1]['mean_diff']:+.2f}, "
+                        f"{100 * (1 - 2 * alpha):.0f}% CI ({worst[1]['ci'][0]:+.2f}, {worst[1]['ci'][1]:+.2f}), "
+                        f"p = {worst[1]['p']:.3f}", note],
+                       V.verdict(list(eq.values()), testable=testable)))
     return out
 
 

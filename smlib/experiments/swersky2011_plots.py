@@ -57,7 +57,6 @@ def plot_fig1(record, fig, title=None):
 
 def plot_filters(record, fig):
     """Fig. 2 from a record: 16 mean (W) and 16 covariance (C) filters per estimator, in pixels."""
-
     cfg = record["config"]
     side, seed = cfg["patch_size"], cfg["seeds"][0]
     tile = (side, side) if cfg["gray"] else (side, side, 3)
