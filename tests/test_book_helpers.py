@@ -54,3 +54,18 @@ def test_at_random_rationals_disproves_false_identities_only():
     assert all(v == 0 for v in at_random_rationals(sp.diff(f(x) ** 2, x) - 2 * f(x) * sp.diff(f(x), x)))
     assert all(v == 0 for v in at_random_rationals(sp.sqrt(s**2) - s))        # s > 0 is respected
     assert all(isinstance(v, sp.Rational) for v in at_random_rationals(x / (1 + y**2)))
+
+
+def test_record_json_keeps_lists_on_one_line_and_parses_back_exactly():
+    import json
+    import math
+
+    from smlib.book.results import dumps
+
+    doc = {"b": {"curve": [0.1 * i for i in range(200)], "nan": [math.nan, 1.0], 2: "int key", True: None},
+           "a": [[1, 2], [3, 4.5]], "empty": {}, "rows": [{"x": 1}, {"y": [1e-300, -0.0]}], "s": "q\"uote"}
+    text = dumps(doc)
+    canonical = lambda t: json.dumps(json.loads(t), sort_keys=True)  # noqa: E731  (NaN compares as text)
+    assert canonical(text) == canonical(json.dumps(doc))
+    assert len(text.splitlines()) < 30                      # json.dumps(indent=1) gives > 200 lines here
+    assert dumps(doc, sort_keys=False).index('"b"') < dumps(doc, sort_keys=False).index('"a"')

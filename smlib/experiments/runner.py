@@ -119,7 +119,7 @@ def _diff(old: dict, new: dict) -> list[str]:
 
 
 def _write_json(path: Path, obj) -> None:
-    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True, allow_nan=True).encode(), what=path.name)
+    atomic_write(path, _results.dumps(obj).encode(), what=path.name)
 
 
 def _command() -> str:
