@@ -15,7 +15,7 @@ from bench import reference
 from smlib.book import timing
 from smlib.book.timing import time_group
 from smlib import models, objectives, train
-from smlib.train import graph as fastpath
+from smlib.train import cuda_graph as fastpath
 from smlib.models import mlp_derivatives
 from smlib.models.first_layer import FirstLayerLaplacian
 from smlib.ensemble import fit_ensemble

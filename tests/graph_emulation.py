@@ -1,12 +1,12 @@
 """Test double for the CUDA-graph step: "replay" = rerun of the recorded Python step, on CPU."""
 import contextlib
 
-from smlib.train import graph
+from smlib.train import cuda_graph as graph
 
 
 @contextlib.contextmanager
 def emulated_graphs(capturable: bool = True):
-    """Let `smlib.train.graph.plan` choose :class:`GraphStep` on CPU, with "replay" = rerun.
+    """Let `smlib.train.cuda_graph.plan` choose :class:`GraphStep` on CPU, with "replay" = rerun.
 
     The emulated graph reruns the recorded Python step on the static buffers, so it checks
     everything around the capture (warm-up, static input, guard flags, snapshot and restore,

@@ -12,7 +12,7 @@ import pytest
 matplotlib.use("Agg")
 
 from smlib import data, experiments  # noqa: E402
-from smlib.experiments import deen_2d, deen_images, deen_patches  # noqa: E402
+from smlib.experiments import deen_2d, deen_mnist, deen_patches  # noqa: E402
 from smlib.experiments import verdicts as V  # noqa: E402
 from smlib.experiments.__main__ import main  # noqa: E402
 
@@ -120,25 +120,25 @@ def test_sigma_falls_claim_can_fail_and_be_partly_true(records):
     rec = copy.deepcopy(records["deen_mnist"]["live"])
     P = rec["units"]["parzen"]
     P["sigma_star"] = [[0.20, 0.21, 0.22, 0.23], [0.20, 0.21, 0.22, 0.23]]  # rises with n
-    assert _verdict(deen_images.claims(rec), "σ decreases")["verdict"] == V.FAILS
+    assert _verdict(deen_mnist.claims(rec), "σ decreases")["verdict"] == V.FAILS
     P["sigma_star"] = [[0.30, 0.25, 0.25, 0.20], [0.30, 0.25, 0.25, 0.20]]  # one flat step
-    assert _verdict(deen_images.claims(rec), "σ decreases")["verdict"] == V.PARTLY
+    assert _verdict(deen_mnist.claims(rec), "σ decreases")["verdict"] == V.PARTLY
     P["sigma_star"] = [[0.30, 0.25, 0.20, 0.15], [0.30, 0.25, 0.20, 0.15]]
-    assert _verdict(deen_images.claims(rec), "σ decreases")["verdict"] == V.HOLDS
+    assert _verdict(deen_mnist.claims(rec), "σ decreases")["verdict"] == V.HOLDS
 
 
 def test_sigma_equality_needs_an_equivalence_test(records):
     rec = copy.deepcopy(records["deen_mnist"]["live"])
     rec["units"]["parzen"]["sigma_star"] = [[0.3, 0.2, 0.16, 0.141], [0.3, 0.2, 0.16, 0.139]]
-    assert _verdict(deen_images.claims(rec), "σ chosen")["verdict"] == V.HOLDS
+    assert _verdict(deen_mnist.claims(rec), "σ chosen")["verdict"] == V.HOLDS
     rec["units"]["parzen"]["sigma_star"] = [[0.3, 0.2, 0.16, 0.10], [0.3, 0.2, 0.16, 0.18]]  # mean 0.14, too spread
-    assert _verdict(deen_images.claims(rec), "σ chosen")["verdict"] == V.FAILS
+    assert _verdict(deen_mnist.claims(rec), "σ chosen")["verdict"] == V.FAILS
 
 
 def test_architecture_label_only_when_the_bound_forces_every_failure():
-    assert deen_images.decided_by([False, True], [True, False]) == "architecture"
-    assert deen_images.decided_by([False, False], [True, False]) == "experiment"
-    assert deen_images.decided_by([True], [True]) == "experiment"
+    assert deen_mnist.decided_by([False, True], [True, False]) == "architecture"
+    assert deen_mnist.decided_by([False, False], [True, False]) == "experiment"
+    assert deen_mnist.decided_by([True], [True]) == "experiment"
 
 
 def test_patch_claim_is_decided_by_the_architecture_only_if_the_bound_exceeds_the_baseline(records):

@@ -1,4 +1,4 @@
-"""The CUDA fast path of fit (smlib.train.graph): decision logic, fallbacks, and the captured-step
+"""The CUDA fast path of fit (smlib.train.cuda_graph): decision logic, fallbacks, and the captured-step
 machinery on CPU through an emulated graph (replay = rerun of the recorded step).
 
 What runs without a GPU: every decision, every fallback and warning, and everything around the
@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from graph_emulation import emulated_graphs
-from smlib import estimators, train
-from smlib.train import graph as fastpath
+from smlib import mcmc, train
+from smlib.train import cuda_graph as fastpath
 from smlib.train.step import EagerStep
 from smlib.models import MLPEnergy
 
@@ -81,7 +81,7 @@ def test_auto_is_eager_on_cpu_without_warning_and_true_warns():
 def test_mcmc_estimators_fall_back_with_a_reason(objective, kw, match):
     p = plan(objective, options=kw)
     assert p.mode == "eager" and p.warn and match in p.reason
-    p = plan(estimators.PCD(n_chains=4))  # an estimator instance too
+    p = plan(mcmc.PCD(n_chains=4))  # an estimator instance too
     assert p.mode == "eager" and "PCD" in p.reason
 
 

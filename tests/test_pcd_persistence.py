@@ -7,7 +7,7 @@ and changes chapter 1's training result. These tests are deterministic and fail 
 import pytest
 import torch
 
-from smlib import estimators
+from smlib import mcmc
 from smlib.models import GRBM
 
 SHIFT = 100.0  # a second batch far from the first: a re-seeded chain would sit near it
@@ -26,8 +26,8 @@ def _batches():
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: estimators.PCD(n_chains=25, k=0, seed=0),
-     lambda: estimators.FPCD(n_chains=25, k=0, fast_lr=0.1, fast_decay=0.9, seed=0)],
+    [lambda: mcmc.PCD(n_chains=25, k=0, seed=0),
+     lambda: mcmc.FPCD(n_chains=25, k=0, fast_lr=0.1, fast_decay=0.9, seed=0)],
     ids=["pcd", "fpcd"],
 )
 def test_k0_chains_ignore_later_batches(make):
@@ -49,10 +49,10 @@ def test_two_calls_of_k1_equal_one_call_of_k2():
     """Two PCD-1 calls (the second on a different batch) continue one chain: = one PCD-2 call."""
     model = _model()
     x, x_far = _batches()
-    pcd1 = estimators.PCD(n_chains=25, k=1, seed=3)
+    pcd1 = mcmc.PCD(n_chains=25, k=1, seed=3)
     pcd1(model, x)
     pcd1(model, x_far)
-    pcd2 = estimators.PCD(n_chains=25, k=2, seed=3)
+    pcd2 = mcmc.PCD(n_chains=25, k=2, seed=3)
     pcd2(model, x)
     assert torch.equal(pcd1.last_negatives, pcd2.last_negatives)
 
@@ -61,7 +61,7 @@ def test_surrogate_uses_the_persistent_negatives():
     """The returned surrogate is mean F(batch) − mean F(chains), with the chains of the first call."""
     model = _model()
     x, x_far = _batches()
-    est = estimators.PCD(n_chains=25, k=0, seed=0)
+    est = mcmc.PCD(n_chains=25, k=0, seed=0)
     est(model, x)
     chains = est.last_negatives.clone()
     loss = est(model, x_far)

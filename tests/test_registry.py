@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from smlib import estimators, objectives, train
+from smlib import mcmc, objectives, train
 from smlib.objectives import registry
 from smlib.models import MLPEnergy
 
@@ -47,8 +47,8 @@ def test_options_are_typed_and_named_in_errors():
 
 def test_defaults_match_the_estimator_classes():
     # the registry's defaults are those of the classes it builds (one source of truth for behaviour)
-    for name, cls in (("cd", estimators.CD), ("pcd", estimators.PCD), ("fpcd", estimators.FPCD),
-                      ("langevin_cd", estimators.LangevinCD)):
+    for name, cls in (("cd", mcmc.CD), ("pcd", mcmc.PCD), ("fpcd", mcmc.FPCD),
+                      ("langevin_cd", mcmc.LangevinCD)):
         built = objectives.make(name).state
         plain = cls()
         assert vars(built).keys() == vars(plain).keys()

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from smlib import estimators, objectives, train
+from smlib import mcmc, objectives, train
 from smlib.models import GRBM, MLPEnergy
 
 DT = torch.float64
@@ -189,13 +189,13 @@ def test_resume_with_estimator_instance_and_n_epochs(tmp_path):
     x = data2d(40)
     common = dict(n_epochs=4, batch_size=16, progress=False, seed=1, optimizer="sgd", lr=0.05)
     ref = make_model("grbm")
-    train.fit(ref, x, estimators.PCD(n_chains=8, seed=5), **common)
+    train.fit(ref, x, mcmc.PCD(n_chains=8, seed=5), **common)
     path = tmp_path / "ck.pt"
     with pytest.raises(Interrupt):
-        train.fit(make_model("grbm"), x, estimators.PCD(n_chains=8, seed=5), checkpoint=path, checkpoint_every=3,
+        train.fit(make_model("grbm"), x, mcmc.PCD(n_chains=8, seed=5), checkpoint=path, checkpoint_every=3,
                   callback=_stop_at(5), callback_every=1, **common)
     model = make_model("grbm")
-    train.fit(model, x, estimators.PCD(n_chains=8, seed=5), checkpoint=path, resume=True, **common)
+    train.fit(model, x, mcmc.PCD(n_chains=8, seed=5), checkpoint=path, resume=True, **common)
     assert same_params(model, ref)
 
 

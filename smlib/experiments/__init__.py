@@ -38,7 +38,7 @@ EXPERIMENTS = {
     "swersky2011": ("smlib.experiments.swersky2011", "Swersky2011"),
     "swersky2011_features": ("smlib.experiments.swersky2011_features", "Swersky2011Features"),
     "deen_2d": ("smlib.experiments.deen_2d", "Deen2D"),
-    "deen_mnist": ("smlib.experiments.deen_images", "DeenMnist"),
+    "deen_mnist": ("smlib.experiments.deen_mnist", "DeenMnist"),
     "deen_patches": ("smlib.experiments.deen_patches", "DeenPatches"),
 }
 

@@ -28,7 +28,7 @@ import torch
 
 from smlib import data, metrics
 from smlib.experiments import verdicts as V
-from smlib.experiments.deen_images import _fmt, decided_by, deen_fit, img, loss_curve, make_model, rank_floor
+from smlib.experiments.deen_mnist import _fmt, decided_by, deen_fit, img, loss_curve, make_model, rank_floor
 from smlib.experiments.runner import Experiment, Unit
 
 __all__ = ["DeenPatches", "median_gauss", "claims", "plot_fig3"]

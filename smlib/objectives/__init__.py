@@ -17,7 +17,7 @@ SM loss is 2·J_SM; pylearn2-style losses divide by d; SSM with unit-norm projec
 
 Training objectives by name (:mod:`smlib.objectives.registry`, the one list of names): the six
 losses above except `esm` (which needs the true score), and the MCMC estimators of
-:mod:`smlib.estimators` — ``"cd"`` (CD-k), ``"pcd"``, ``"fpcd"`` and ``"langevin_cd"`` — whose
+:mod:`smlib.mcmc` — ``"cd"`` (CD-k), ``"pcd"``, ``"fpcd"`` and ``"langevin_cd"`` — whose
 surrogate mean E(x⁺) − mean E(sg[x⁻]) has the maximum-likelihood gradient estimate as its
 θ-gradient. ``make(name, **options)`` builds one; ``smlib.train.fit(model, x, name, options=...)``
 does the same.
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from smlib.objectives.losses import PROJECTIONS, ae, dsm, esm, kingma_lecun, sample_projections, sm, sm_generic, ssm
 from smlib.objectives.registry import REGISTRY, Objective, Option, Spec, make, names
-from smlib.objectives.scores import METHODS, hessian_trace, score_jacobian_diagonal, score_of
+from smlib.objectives.derivatives import METHODS, hessian_trace, score_jacobian_diagonal, score_of
 
 __all__ = [
     "score_of", "hessian_trace", "score_jacobian_diagonal", "sm", "sm_generic", "dsm", "ssm", "kingma_lecun",

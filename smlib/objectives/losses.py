@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from smlib._checks import check_choice, check_data, check_int, check_nonnegative, check_positive
-from smlib.objectives.scores import GENERIC_DEFAULT, METHODS, _check, _grad_x, _jacobian_diagonal, hessian_trace
+from smlib.objectives.derivatives import GENERIC_DEFAULT, METHODS, _check, _grad_x, _jacobian_diagonal, hessian_trace
 
 __all__ = ["sm", "sm_generic", "dsm", "ssm", "kingma_lecun", "ae", "esm", "sample_projections", "PROJECTIONS"]
 

@@ -11,7 +11,7 @@ module lists objective names.
 >>> fit(model, x, "pcd", options={"n_chains": 100})  # doctest: +SKIP  (the same, by name)
 
 Score-matching losses (:mod:`smlib.objectives.losses`) are stateless functions of (model, x).
-MCMC estimators (:mod:`smlib.estimators`) return the surrogate mean E(x⁺) − mean E(sg[x⁻]) and
+MCMC estimators (:mod:`smlib.mcmc`) return the surrogate mean E(x⁺) − mean E(sg[x⁻]) and
 hold their chains, fast weights and generator, which checkpoints save.
 """
 from __future__ import annotations
@@ -21,10 +21,10 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from smlib import estimators
+from smlib import mcmc
 from smlib._checks import check_choice
 from smlib.objectives import losses
-from smlib.objectives.scores import METHODS
+from smlib.objectives.derivatives import METHODS
 
 __all__ = ["Option", "Spec", "Objective", "REGISTRY", "make", "names", "spec"]
 
@@ -227,17 +227,17 @@ _SPECS = (
     Spec("ae", _loss(losses.ae), (), cuda_graph=True, lower_bound=0.0,
          needs="reconstruct",
          summary="mean ½‖x^r(x) − x‖², x^r one free-energy gradient step", reference="Swersky et al. 2011"),
-    Spec("cd", _estimator(estimators.CD), (_K, *_SAMPLER_OPTIONS), stateful=True, needs="energy", route=_sampler_route,
+    Spec("cd", _estimator(mcmc.CD), (_K, *_SAMPLER_OPTIONS), stateful=True, needs="energy", route=_sampler_route,
          summary="CD-k: k sampler transitions from the data", reference="Hinton 2002"),
-    Spec("pcd", _estimator(estimators.PCD), (*_CHAINS, *_SAMPLER_OPTIONS), stateful=True, needs="energy",
+    Spec("pcd", _estimator(mcmc.PCD), (*_CHAINS, *_SAMPLER_OPTIONS), stateful=True, needs="energy",
          route=_sampler_route, summary="persistent CD: chains carried across updates", reference="Tieleman 2008"),
-    Spec("fpcd", _estimator(estimators.FPCD),
+    Spec("fpcd", _estimator(mcmc.FPCD),
          (*_CHAINS, Option("fast_lr", "float", 1e-2, low=0.0, low_open=True, doc="fast-weight rate η_f"),
           Option("fast_decay", "float", 0.95, low=0.0, high=1.0, high_open=True, doc="fast-weight decay λ"),
           *_SAMPLER_OPTIONS),
          stateful=True, needs="energy", route=_sampler_route, summary="PCD with decaying fast weights",
          reference="Tieleman & Hinton 2009"),
-    Spec("langevin_cd", _estimator(estimators.LangevinCD),
+    Spec("langevin_cd", _estimator(mcmc.LangevinCD),
          (Option("n_steps", "int", 1, low=1, doc="Langevin steps from the (noisy) data"),
           Option("step_size", "float", 0.01, low=0.0, low_open=True, doc="Langevin step h"),
           Option("noise_scale", "float", 1.0, low=0.0, doc="multiplier of the Langevin noise"),

@@ -26,7 +26,7 @@ References: Swersky et al. (2011), §4 (SM, CD, PCD, FPCD, AE); Saremi et al. (2
 """
 from smlib.train.batches import fingerprint
 from smlib.train.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from smlib.train.graph import FastPathPlan, FastPathWarning
+from smlib.train.cuda_graph import FastPathPlan, FastPathWarning
 from smlib.train.history import History
 from smlib.train.loop import fast_path_plan, fit
 from smlib.train.setup import make_optimizer, make_schedule, resolve_device, resolve_objective

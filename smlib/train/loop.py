@@ -10,7 +10,7 @@ import torch
 
 from smlib._checks import check_int
 from smlib.objectives import registry
-from smlib.train import graph
+from smlib.train import cuda_graph as graph
 from smlib.train.batches import TensorBatches, as_batches
 from smlib.train.checkpoint import compare_configs, load_checkpoint, save_checkpoint
 from smlib.train.setup import capturable, make_optimizer, make_schedule, resolve_device, resolve_objective, _number
@@ -96,7 +96,7 @@ def fit(model, data, objective, *, options=None, n_steps=None, n_epochs=None, ba
         (:class:`smlib.train.step.DivergenceGuard`; a dict sets its ``factor``, default 1e4).
         NaN/Inf always stop the run.
     fast : {"auto", True, False}
-        The CUDA-graph step (:mod:`smlib.train.graph`): ``"auto"`` uses it on a CUDA device for
+        The CUDA-graph step (:mod:`smlib.train.cuda_graph`): ``"auto"`` uses it on a CUDA device for
         tensor data with a registered stateless objective and Adam/AdamW/SGD; ``True`` also tries
         custom objectives and iterable data; ``False`` is always eager. Where it was asked for but
         does not apply, fit warns with the reason (``FastPathWarning``); :func:`fast_path_plan`
@@ -299,7 +299,7 @@ def fast_path_plan(model, data, objective, *, options=None, fast="auto", device=
                    drop_last=False, optimizer="adam", lr_schedule=None):
     """Which step :func:`fit` would use for these arguments, and why (no training, no CUDA call).
 
-    Returns a :class:`smlib.train.graph.FastPathPlan` ``(mode, reason, warn)`` with ``mode`` in
+    Returns a :class:`smlib.train.cuda_graph.FastPathPlan` ``(mode, reason, warn)`` with ``mode`` in
     ``{"cuda_graph", "eager"}``; ``warn`` says whether fit would warn with ``reason``.
 
     Examples

@@ -1,4 +1,4 @@
-"""Tests of smlib.estimators (CD-k, PCD, FPCD, Langevin CD).
+"""Tests of smlib.mcmc (CD-k, PCD, FPCD, Langevin CD).
 
 Ground truth: a tiny GRBM (2 visible, 3–4 hidden units) whose exact negative log-likelihood
 NLL(θ) = mean F(x) + log Z(θ) is available by enumerating the hidden states
@@ -7,7 +7,7 @@ NLL(θ) = mean F(x) + log Z(θ) is available by enumerating the hidden states
 import pytest
 import torch
 
-from smlib import estimators
+from smlib import mcmc
 from smlib.models import GRBM
 
 DT = torch.float64
@@ -66,7 +66,7 @@ def test_cd_bias_decreases_with_k_towards_the_exact_gradient():
     g_exact = flat_grad(exact_nll(model, x), params)
     bias = {}
     for k in (1, 5, 25):
-        surrogate = estimators.CD(k=k, seed=0)(model, x.repeat(500, 1))
+        surrogate = mcmc.CD(k=k, seed=0)(model, x.repeat(500, 1))
         bias[k] = float((flat_grad(surrogate, params) - g_exact).norm() / g_exact.norm())
     assert bias[1] > bias[5] + 0.1 > bias[25] + 0.2, bias
     assert bias[25] < 0.3, bias
@@ -76,7 +76,7 @@ def test_cd_surrogate_sign_and_value():
     # Surrogate = mean E(x⁺) − mean E(x⁻); descending it moves μ of a Gaussian towards the data.
     model = Quadratic([0.0, 0.0])
     x = torch.full((500, 2), 3.0)
-    est = estimators.CD(k=1, seed=0)
+    est = mcmc.CD(k=1, seed=0)
     loss = est(model, x)
     x_neg = est.last_negatives
     assert torch.allclose(loss, model.energy(x).mean() - model.energy(x_neg).mean())
@@ -89,11 +89,11 @@ def test_cd_uses_langevin_without_gibbs_step_and_hmc_on_request():
     energy_model.mu = torch.nn.Parameter(torch.zeros(2, dtype=DT))
     energy_model.energy = lambda x: 0.5 * ((x - energy_model.mu) ** 2).sum(1)
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=DT)
-    est = estimators.CD(k=3, step_size=0.1, seed=0)
+    est = mcmc.CD(k=3, step_size=0.1, seed=0)
     assert est._which_sampler(energy_model) == "langevin"
     est(energy_model, x).backward()
     assert energy_model.mu.grad is not None
-    hmc = estimators.CD(k=2, sampler="hmc", step_size=0.3, n_leapfrog=3, seed=0)
+    hmc = mcmc.CD(k=2, sampler="hmc", step_size=0.3, n_leapfrog=3, seed=0)
     hmc(energy_model, x)
     assert 0.0 < hmc.last_accept_rate <= 1.0 and hmc.step_size != 0.3  # Robbins–Monro moved it
 
@@ -117,8 +117,8 @@ def _train(estimator, steps=150, lr=0.05, seed=0):
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: estimators.PCD(n_chains=100, k=1, seed=0),
-        lambda: estimators.FPCD(n_chains=100, k=1, fast_lr=0.05, fast_decay=0.95, seed=0),
+        lambda: mcmc.PCD(n_chains=100, k=1, seed=0),
+        lambda: mcmc.FPCD(n_chains=100, k=1, fast_lr=0.05, fast_decay=0.95, seed=0),
     ],
     ids=["pcd", "fpcd"],
 )
@@ -134,7 +134,7 @@ def test_pcd_and_fpcd_lower_the_exact_nll(make):
 
 def test_pcd_chains_persist_and_have_requested_size():
     model = tiny_grbm()
-    est = estimators.PCD(n_chains=7, k=2, seed=0)
+    est = mcmc.PCD(n_chains=7, k=2, seed=0)
     x = toy_data()
     est(model, x)
     first = est.chains.clone()
@@ -148,7 +148,7 @@ def test_pcd_chains_persist_and_have_requested_size():
 def test_fpcd_samples_with_fast_weights_and_restores_parameters_exactly():
     model = Quadratic([0.5, -0.5])
     x = torch.full((10, 2), 2.0)
-    est = estimators.FPCD(n_chains=5, k=1, fast_lr=0.3, fast_decay=0.9, seed=0)
+    est = mcmc.FPCD(n_chains=5, k=1, fast_lr=0.3, fast_decay=0.9, seed=0)
     mu0 = model.mu.detach().clone()
     loss = est(model, x)
     assert torch.equal(model.mu.detach(), mu0)  # parameters restored bit-exactly
@@ -165,10 +165,10 @@ def test_fpcd_samples_with_fast_weights_and_restores_parameters_exactly():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: estimators.CD(k=1),
-        lambda: estimators.PCD(n_chains=9, k=2),
-        lambda: estimators.FPCD(n_chains=9, k=1, fast_lr=0.1),
-        lambda: estimators.LangevinCD(n_steps=2, step_size=0.01, init_noise=0.1),
+        lambda: mcmc.CD(k=1),
+        lambda: mcmc.PCD(n_chains=9, k=2),
+        lambda: mcmc.FPCD(n_chains=9, k=1, fast_lr=0.1),
+        lambda: mcmc.LangevinCD(n_steps=2, step_size=0.01, init_noise=0.1),
     ],
     ids=["cd", "pcd", "fpcd", "langevin_cd"],
 )
@@ -193,7 +193,7 @@ def test_langevin_cd_negatives_are_deen_eq26():
     sigma = 0.1
     model = Quadratic([1.0, -1.0])
     x = torch.randn(8, 2, generator=torch.Generator().manual_seed(5), dtype=DT)
-    est = estimators.LangevinCD(n_steps=1, step_size=sigma**2, seed=11)
+    est = mcmc.LangevinCD(n_steps=1, step_size=sigma**2, seed=11)
     est(model, x)
     nu = torch.randn(x.shape, generator=torch.Generator().manual_seed(11), dtype=DT)
     expected = x - sigma**2 * (x - model.mu.detach()) + 2**0.5 * sigma * nu
@@ -203,7 +203,7 @@ def test_langevin_cd_negatives_are_deen_eq26():
 def test_langevin_cd_learns_a_gaussian_mean():
     model = Quadratic([0.0, 0.0])
     data = torch.randn(256, 2, generator=torch.Generator().manual_seed(0), dtype=DT) + torch.tensor([2.0, -1.0])
-    est = estimators.LangevinCD(n_steps=5, step_size=0.1, seed=0)
+    est = mcmc.LangevinCD(n_steps=5, step_size=0.1, seed=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     for _ in range(100):
         opt.zero_grad()
@@ -214,12 +214,12 @@ def test_langevin_cd_learns_a_gaussian_mean():
 
 def test_bad_options():
     with pytest.raises(ValueError, match="sampler"):
-        estimators.CD(k=1, sampler="metropolis")
+        mcmc.CD(k=1, sampler="metropolis")
     with pytest.raises(ValueError, match="n_chains"):
-        estimators.PCD(n_chains=0)
+        mcmc.PCD(n_chains=0)
     with pytest.raises(ValueError, match="fast_decay"):
-        estimators.FPCD(n_chains=3, fast_decay=1.0)
+        mcmc.FPCD(n_chains=3, fast_decay=1.0)
     with pytest.raises(ValueError, match="step_size"):
-        estimators.LangevinCD(step_size=-1.0)
+        mcmc.LangevinCD(step_size=-1.0)
     with pytest.raises(ValueError, match="dimension"):
-        estimators.CD()(tiny_grbm(), torch.zeros(3, 5))
+        mcmc.CD()(tiny_grbm(), torch.zeros(3, 5))
