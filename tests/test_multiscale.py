@@ -194,3 +194,68 @@ def test_training_learns_the_noisy_scores():
         err = ((net.score(y, s).detach() - q.score(y)) ** 2).sum(1).mean()
         zero = (q.score(y) ** 2).sum(1).mean()
         assert err < 0.5 * zero, (s, float(err), float(zero))
+
+
+# ---------------------------------------------------------------------------------------------
+# the experiment's measures and verdict rules (smlib.experiments.multiscale)
+# ---------------------------------------------------------------------------------------------
+def test_sample_measures_on_planted_samples():
+    from smlib.experiments import multiscale as M
+    from smlib.experiments.runner import resolve
+
+    E = M.Multiscale()
+    cfg = resolve(E, "ci", {"n_train": 500})
+    ctx = E.setup(cfg, "cpu")
+    p = ctx["truth"]["mixture"]
+    exact = E.sample_metrics(ctx, cfg, "mixture", p.sample(4000, seed=5))
+    assert exact["tv"] < 0.03 and abs(exact["off_data"] - cfg["off_quantile"]) < 0.01 and exact["kl_hist"] < 1.0
+    one_mode = E.sample_metrics(ctx, cfg, "mixture", p.means[1] + 0.35 * torch.randn(4000, 2, generator=torch.Generator().manual_seed(6)))
+    assert abs(one_mode["tv"] - 0.8) < 0.01 and one_mode["masses"][1] > 0.99  # every sample in the 0.2 mode
+    assert one_mode["kl_hist"] > exact["kl_hist"] + 1.0  # KL(P‖Ĥ) ≥ log(1/0.2)-ish for a missed mode
+    far = torch.full((100, 2), 50.0)
+    far[0] = math.nan
+    bad = E.sample_metrics(ctx, cfg, "mixture", far)
+    P = ctx["cells"]["mixture"]
+    H = torch.full_like(P, 0.5)
+    H[-1] += 100  # every sample in the "outside" cell, Jeffreys-smoothed
+    H /= H.sum()
+    assert bad["off_data"] == 1.0 and bad["non_finite"] == 1
+    assert abs(bad["kl_hist"] - float((P * (P / H).log()).sum())) < 1e-9
+
+
+def _record(tv, kl=None, loss_final=0.5, oracle_tv=0.02, untrained_kl=3.0, seeds=(0, 1)):
+    """A synthetic record with the fields `claims` reads: ``tv[(kind, sampler)]`` for every data set and seed."""
+    from smlib.experiments import multiscale as M
+
+    units = {}
+    for ds in M.DATASETS:
+        for s in seeds:
+            for k in M.KINDS:
+                sm = {sm: {"tv": tv.get((k, sm), 0.0), "kl_hist": (kl or {}).get((k, sm), 1.0), "non_finite": 0}
+                      for kk, sm in M.METHODS if kk == k}
+                if k == "oracle":
+                    sm["annealed"]["tv"] = oracle_tv
+                    sm["mala"] = {"tv": 0.3, "kl_hist": 1.0, "non_finite": 0}
+                u = {"samplers": sm}
+                if k != "oracle":
+                    u["loss"] = {"final": loss_final if k != "single" else 70.0, "zero_score_level": 1.0 if k != "single" else 100.0}
+                    u["untrained"] = {n: {"tv": 0.3, "kl_hist": untrained_kl} for n in sm}
+                units[f"{k}-{ds}-s{s}"] = u
+    ref = {ds: {"exact_samples": {"kl_hist": 0.8}, "loss_min": {"single": 60.0, "multi": 0.45}} for ds in M.DATASETS}
+    return {"config": {"seeds": list(seeds)}, "units": units, "summary": {"reference": ref}}
+
+
+def test_claims_rules_and_gates():
+    from smlib.experiments import multiscale as M
+    from smlib.experiments import verdicts as V
+
+    good = {("single", "langevin"): 0.3, ("single", "mala"): 0.3, ("energy", "annealed"): 0.02,
+            ("score", "annealed"): 0.02, ("oracle", "langevin"): 0.3}
+    kl = {("single", "langevin"): 2.0, ("energy", "annealed"): 1.0, ("score", "annealed"): 1.0}
+    assert [c["verdict"] for c in M.claims(_record(good, kl))] == [V.HOLDS] * 5  # the planted positive
+    none = {k: 0.0 for k in good} | {("energy", "annealed"): 0.3, ("score", "annealed"): 0.3}
+    assert [c["verdict"] for c in M.claims(_record(none, kl))] == [V.FAILS] * 5
+    # the gates: an untrained-level loss, an uninformative KL, a failed planted positive → not testable
+    for rec in (_record(good, kl, loss_final=0.99), _record(good, kl, untrained_kl=1.0), _record(good, kl, oracle_tv=0.2)):
+        verdicts = [c["verdict"] for c in M.claims(rec)]
+        assert all(v.startswith("not testable: ") for v in verdicts[3:]), verdicts
