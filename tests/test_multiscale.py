@@ -259,3 +259,21 @@ def test_claims_rules_and_gates():
     for rec in (_record(good, kl, loss_final=0.99), _record(good, kl, untrained_kl=1.0), _record(good, kl, oracle_tv=0.2)):
         verdicts = [c["verdict"] for c in M.claims(rec)]
         assert all(v.startswith("not testable: ") for v in verdicts[3:]), verdicts
+
+
+def test_fit_records_the_objective_options_and_refuses_a_changed_ladder(tmp_path):
+    # fit takes the dataclass as a callable objective; its config() goes into the checkpoint, so a
+    # resume under another ladder is refused instead of silently continuing
+    x = P.sample(256, seed=7)
+    ck = tmp_path / "ms.pt"
+    torch.manual_seed(0)
+    net = models.NoiseConditionalScore(2, hidden=(8,))
+    train.fit(net, x, MultiScaleDSM(sigmas=SIGMAS), n_steps=20, batch_size=64, progress=False, seed=0,
+              checkpoint=ck, checkpoint_every=10)
+    again = models.NoiseConditionalScore(2, hidden=(8,))
+    train.fit(again, x, MultiScaleDSM(sigmas=SIGMAS), n_steps=20, batch_size=64, progress=False, seed=0,
+              checkpoint=ck, checkpoint_every=10, resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(ValueError, match="sigmas"):
+        train.fit(again, x, MultiScaleDSM(sigmas=(2.0, 0.5)), n_steps=20, batch_size=64, progress=False, seed=0,
+                  checkpoint=ck, checkpoint_every=10, resume=True)
