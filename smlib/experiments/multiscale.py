@@ -22,6 +22,9 @@ The protocol (chapter "From one noise level to many"):
   for each model before training (the untrained control); the relative score error against the
   exact noisy score as a function of the distance to the nearest training point.
 
+Training runs on ``device``; sampling and every measure run on the CPU in float64 (a copy of the
+trained model), so a GPU run is measured exactly as a CPU run.
+
 Claims and their rules: :func:`claims`.
 """
 from __future__ import annotations
@@ -174,7 +177,7 @@ class Multiscale(Experiment):
             out.append(float(err[m].mean() / size[m].mean()) if m.any() else None)
         return out
 
-    def draw(self, ctx, cfg, ds, model, kind, seed, untrained=False):
+    def draw(self, ctx, cfg, ds, model, kind, seed, untrained=False, progress=False):
         """The samples of every sampler of a unit (dict name -> (n, 2) tensor), from uniform starts."""
         b, n, L = cfg[f"{ds}_bound"], cfg["n_samples"], cfg["n_levels"]
         g = torch.Generator().manual_seed(7919 * seed + 13 * KINDS.index(kind) + (1 if untrained else 0))
@@ -192,7 +195,7 @@ class Multiscale(Experiment):
             out["mala"] = tweedie(out["mala"])
             out["mala_accept"] = info["accept_rate"]
         if kind in ("energy", "score", "oracle"):
-            out["annealed"] = samplers.annealed_langevin(model, x0, sig, T, eps, generator=g)
+            out["annealed"] = samplers.annealed_langevin(model, x0, sig, T, eps, generator=g, progress=progress)
         return out
 
     # ------------------------------------------------------------------ one unit
@@ -228,7 +231,7 @@ class Multiscale(Experiment):
                            "loss": list(hist["loss"])}
             out["train_wall_time_s"] = hist.wall_time
             model = m64()
-        samples = self.draw(ctx, cfg, ds, model, kind, seed)
+        samples = self.draw(ctx, cfg, ds, model, kind, seed, progress=progress)
         if "mala_accept" in samples:
             out["mala_accept"] = samples.pop("mala_accept")
         out["samplers"] = {k: self.sample_metrics(ctx, cfg, ds, v) for k, v in samples.items()}
