@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     tests = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra", "--rootdir", str(ROOT),
              "tests/test_device.py"]
     if args.tiny:
-        tests += ["-k", "grbm or mlp or moments"]
+        tests += ["-k", "grbm or mlp or moments or deen_mnist"]
     env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(ROOT / "tests")])
     rc = _run(tests, out / "device_tests.log", env, 200)
     summary["steps"]["device tests"] = {"exit": rc[0], "seconds": rc[1]}
