@@ -23,7 +23,8 @@ sections before it kept), the DEEN run only what is left beyond 60 s.
 
 ``--device cpu --tiny`` is the dry run here (``make device-check-dry``; small sizes, about a
 minute), in an environment like the GPU one: with ``--block-book-tools`` papermill, jupytext and
-IPython cannot be imported, as there.
+IPython cannot be imported, as there; ``--block-absent`` adds tqdm, PyYAML and PyWavelets, which the
+machine's package list does not have either.
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def environment(device) -> dict:
         info.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2**30, 1), multiprocessors=p.multi_processor_count,
                     capability=f"{p.major}.{p.minor}")
     for pkg in ("numpy", "scipy", "sklearn", "skimage", "pywt", "sympy", "matplotlib", "tqdm", "yaml", "pytest",
-                "papermill", "jupytext", "IPython"):
+                "papermill", "jupytext", "IPython"):  # tqdm: smlib's fit imports it
         try:
             mod = __import__(pkg)
             info[f"pkg_{pkg}"] = getattr(mod, "__version__", "present")
@@ -78,9 +79,16 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default=os.environ.get("OUT", "_build/device_check"))
     parser.add_argument("--tiny", action="store_true", help="dry run: small sizes, a subset of the device tests")
-    parser.add_argument("--budget-s", type=float, default=280.0, help="the whole run ends within this many seconds")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="the whole run ends within this many seconds (default 280; --tiny: 900, it checks code, not time)")
     parser.add_argument("--block-book-tools", action="store_true", help="make papermill/jupytext/IPython unimportable")
+    parser.add_argument("--block-absent", action="store_true",
+                        help="with --block-book-tools: also tqdm, PyYAML, PyWavelets (not on the GPU machine's list)")
     args = parser.parse_args(argv)
+    if args.block_absent:
+        os.environ["SMLIB_BLOCK_ABSENT"] = "1"  # read by the blocker, here and in the subprocesses
+    if args.budget_s is None:
+        args.budget_s = 900.0 if args.tiny else 280.0
     if args.block_book_tools:  # in this process too (the subprocesses get it through PYTHONPATH)
         import runpy
 
@@ -109,7 +117,7 @@ def main(argv=None) -> int:
     (out / "env.json").write_text(json.dumps(info, indent=1))
     summary["gpu"] = info.get("gpu")
     # addopts cleared: the book's nbval plugin is not installed on the GPU machine
-    tests = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra", "--rootdir", str(ROOT),
+    tests = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=-rA", "--rootdir", str(ROOT),
              "tests/test_device.py"]
     if args.tiny:
         tests += ["-k", "grbm or mlp or moments or deen_mnist"]

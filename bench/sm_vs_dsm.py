@@ -119,7 +119,7 @@ def _row(label, dim, hidden, batch, device, reps):
     x = torch.rand(batch, dim, device=device)  # images and whitened patches are O(1) per pixel
     cuda = device.type == "cuda"
     row = {"network": label, "batch": batch, "directions": min(dim, hidden[0]), "first_layer_qr": dim > hidden[0],
-           "tf32_in_effect": cuda}
+           "tf32_in_effect": cuda, "dsm_sigma": SIGMA}
     fns = {"sm_ms": _adam_step(_mlp(dim, hidden, device), _sm, x),
            "dsm_ms": _adam_step(_mlp(dim, hidden, device), _dsm, x),
            "sm_tf32_ms": _with_tf32(_adam_step(_mlp(dim, hidden, device), _sm, x))}
