@@ -4,9 +4,11 @@ Times one training step (loss + backward + optimiser update, float32) of every e
 network sizes of the DEEN experiments, against our own plain reference code in
 ``bench/reference.py`` (the per-dimension autograd loop, the plain eager training loop, members
 trained one after the other, the CUDA-graph floor), all in one run and interleaved, so that
-*ratios* are measured side by side. Prints a table and writes ``results/bench_<device>.json``
-with provenance (command, commit, date, versions), the machine (threads, cores, load) and the
-targets of the speed issue with whether they are met.
+*ratios* are measured side by side; and (section ``sm_vs_dsm``, issue 26) the exact-SM / DSM step
+ratio of the DEEN image energies, eager and in a CUDA graph, with TF32 checked against float64.
+Prints a table and writes ``results/bench_<device>.json`` (after every section) with provenance
+(command, commit, date, versions), the machine (threads, cores, load) and the targets of the speed
+issue with whether they are met.
 
 On a GPU machine: ``make bench BENCH_ARGS="--device cuda"`` (10–20 minutes, most of it torch.compile).
 On CPU: ``make bench`` (full sizes, 4–7 minutes on a shared 2-core machine; the O(d) exact-SM

@@ -142,7 +142,7 @@ def test_deen_mnist_sm_step_captured_equals_eager():
     if torch.device(DEVICE).type == "cuda":  # (on CPU the plan is the emulation's)
         plan = train.fast_path_plan(MLPEnergy(**DEEN_MNIST), x, "sm", fast=True, device=DEVICE, batch_size=64)
         assert plan.mode == "cuda_graph", plan.reason
-    n_steps = cuda_graph.WARMUP_STEPS + 6  # the capture, then five replays
+    n_steps = cuda_graph.WARMUP_STEPS + 6  # eager warm-up steps, then six replays of the captured step
     eager, eager_loss, _ = _fit_deen_mnist_sm(x, False, n_steps)
     graph, graph_loss, said = _fit_deen_mnist_sm(x, True, n_steps)
     # a failed capture falls back to the eager step with a warning, and the comparison would be eager vs eager
