@@ -237,8 +237,9 @@ def claims(record) -> list[dict]:
     ref = S["reference"]
     out = []
     # Fig. 1 a-d: DEEN learns the energy (at the end, and after the paper's 1000 iterations)
-    for label, at in (("at the end of training (Fig. 1 a–d)", cfg["n_steps"]),
-                      (f"after {cfg['paper_iterations']} iterations (Fig. 1 caption)", cfg["paper_iterations"])):
+    for cid, label, at in (("deen-energy-end", "at the end of training (Fig. 1 a–d)", cfg["n_steps"]),
+                           ("deen-energy-paper-iterations", f"after {cfg['paper_iterations']} iterations (Fig. 1 caption)",
+                            cfg["paper_iterations"])):
         conds, nums = [], []
         for ds in DATASETS:
             vals = [_at(u("DEEN", ds, s)["curve"], at) for s in seeds]
@@ -246,7 +247,7 @@ def claims(record) -> list[dict]:
             conds.append(all(v < 0.25 * g for v, _ in vals))
             nums.append(f"{ds}: KL(q_σ‖q_θ) {', '.join(f'{v:.3f}' for v, _ in vals)} at step {vals[0][1]} "
                         f"vs best Gaussian {g:.3f}")
-        out.append(V.claim(f"DEEN learns the energy of the spiral and the mixture, {label}",
+        out.append(V.claim(cid, f"DEEN learns the energy of the spiral and the mixture, {label}",
                            "KL(q_σ‖q_θ) < ¼ of the moment-matched Gaussian's, every seed, per data set",
                            nums, V.verdict(conds)))
     conds, nums = [], []
@@ -254,17 +255,17 @@ def claims(record) -> list[dict]:
         ratio = [u("DEEN", ds, s)["curve"]["kl_q"][-1] / min(u("DEEN", ds, s)["curve"]["kl_q"]) for s in seeds]
         conds.append(all(r <= 1.5 for r in ratio))
         nums.append(f"{ds}: final / minimum KL {', '.join(f'{r:.2f}' for r in ratio)}")
-    out.append(V.claim("DEEN has well-behaved training curves (Sec. 4)",
+    out.append(V.claim("deen-training-curves", "DEEN has well-behaved training curves (Sec. 4)",
                        "the last logged KL(q_σ‖q_θ) ≤ 1.5 × its minimum along the run, every seed, per data set",
                        nums, V.verdict(conds)))
     # Fig. 1 g-h: curl
     worst = {ds: max(u("DEEN", ds, s)["curl_float64"]["rel_curl"] for s in seeds) for ds in DATASETS}
-    out.append(V.claim("DEEN's score has zero curl: it is computed from the energy (Sec. 4)",
+    out.append(V.claim("deen-zero-curl", "DEEN's score has zero curl: it is computed from the energy (Sec. 4)",
                        "relative RMS curl in float64 < 1000 ε₆₄, every seed (ψ = −∇E: a gradient by construction)",
                        [f"{ds}: ≤ {worst[ds]:.1e}" for ds in DATASETS], V.verdict(v < 1e3 * eps64 for v in worst.values()),
                        decided_by="architecture"))
     least = {ds: min(u("scorenet", ds, s)["curl_float32"]["rel_curl"] for s in seeds) for ds in DATASETS}
-    out.append(V.claim("A score network trained with the same objective has curl far from zero (Fig. 1 g–h)",
+    out.append(V.claim("scorenet-curl", "A score network trained with the same objective has curl far from zero (Fig. 1 g–h)",
                        "relative RMS curl (RMS curl / RMS ‖∂ψ/∂x‖_F) on points from q_σ > 0.05, every seed, per data set",
                        [f"{ds}: ≥ {least[ds]:.3f}" for ds in DATASETS], V.verdict(v > 0.05 for v in least.values())))
     conds, nums = [], []
@@ -272,7 +273,7 @@ def claims(record) -> list[dict]:
         f = [(u("scorenet", ds, s)["fisher_q"], u("DEEN", ds, s)["fisher_q"]) for s in seeds]
         conds.append(all(a > (1 + tol) * b for a, b in f))
         nums.append(f"{ds}: " + ", ".join(f"{a:.3f} vs {b:.3f}" for a, b in f))
-    out.append(V.claim("…and learns a worse score than DEEN (\"DSM's failure\", Fig. 1 g–h)",
+    out.append(V.claim("scorenet-worse-score", "…and learns a worse score than DEEN (\"DSM's failure\", Fig. 1 g–h)",
                        f"Fisher divergence to q_σ of the score network > (1 + {tol:g}) × DEEN's, every seed, per data set",
                        nums, V.verdict(conds)))
     # Fig. 1 i-j: CD with one Langevin step
@@ -288,7 +289,7 @@ def claims(record) -> list[dict]:
                         f"KL(q_σ‖q_θ) {kind} {cd[0]['curve']['kl_q'][0]:.2f} (start) → {_list(a['kl_q'] for a in cd)}")
         opt = record["units"][f"{kind}-{DATASETS[0]}-s{seeds[0]}"]["optimizer"]
         label = "" if kind == "CD" else f" — labelled variant: {opt['optimizer']}, lr {opt['lr']:g}, not the paper's update"
-        out.append(V.claim(f"CD with one Langevin step shows severe mode collapse on both data sets (Fig. 1 i–j){label}",
+        out.append(V.claim("cd-mode-collapse" + ("" if kind == "CD" else f"-{kind[3:]}"), f"CD with one Langevin step shows severe mode collapse on both data sets (Fig. 1 i–j){label}",
                            "collapsed: some part of the truth gets < ½ its true mass, or > 5 % of q_σ's mass lies where "
                            "q_θ < q_σ/100. CD collapsed, its initialisation (DEEN's) did not, DEEN did not; every seed, "
                            f"per data set; update: {opt['optimizer']}, "

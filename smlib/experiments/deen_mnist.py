@@ -265,7 +265,7 @@ def claims(record) -> list[dict]:
     P, tol, out = U["parzen"], cfg["tol"], []
     top = [s[-1] for s in P["sigma_star"]]
     tost = V.tost_paired(top, [PAPER_SIGMA] * len(top), cfg["sigma_margin"] * PAPER_SIGMA) if len(top) > 1 else None
-    out.append(V.claim(
+    out.append(V.claim("mnist-sigma-star", 
         f"σ chosen by the held-out Parzen likelihood on MNIST is {PAPER_SIGMA} (Sec. 4)",
         f"TOST over {len(top)} random held-out/kernel splits: σ* − {PAPER_SIGMA} within ±{cfg['sigma_margin']:.0%} "
         f"of {PAPER_SIGMA}, α = 0.05 (n = {P['sizes'][-1]} kernels)",
@@ -273,24 +273,24 @@ def claims(record) -> list[dict]:
                                       f"p = {tost['p']:.3f}" if tost else "; one split: no test")],
         V.verdict([bool(tost and tost["equivalent"])])))
     conds = [all(s[k + 1] < (1 - cfg["sigma_tol"]) * s[k] for s in P["sigma_star"]) for k in range(len(P["sizes"]) - 1)]
-    out.append(V.claim("σ decreases as the data set grows (Sec. 3)",
+    out.append(V.claim("sigma-falls-with-n", "σ decreases as the data set grows (Sec. 3)",
                        f"σ*(n) lower than σ* at the next smaller n by > {cfg['sigma_tol']:.0%}, every replicate split, "
                        f"for each of the {len(conds)} steps n = {', '.join(map(str, P['sizes']))}",
                        [f"split {r}: σ* = {_fmt(s, '.4f')}" for r, s in enumerate(P["sigma_star"])], V.verdict(conds)))
     D, noisy = U["DEEN"]["test"], S["reference"]["noisy"]
     floor_frac = [f / n for f, n in zip(D["rank_floor"], noisy)]
     left = [b / n for b, n in zip(D["t_best"], noisy)]
-    out.append(V.claim("DEEN denoises MNIST in a single step at σ′ ≠ σ (Fig. 2 b–c)",
+    out.append(V.claim("mnist-single-step", "DEEN denoises MNIST in a single step at σ′ ≠ σ (Fig. 2 b–c)",
                        f"error of the best single step (t chosen on held-out digits) < (1 − {tol:g}) × the noisy input's, "
                        "every noise draw", [f"fraction of the noise left {_fmt(left)} (t = {U['DEEN']['steps']['t_best']:.4f})"],
                        V.verdict([all(v < 1 - tol for v in left)])))
     conds = [all(v < 0.5 for v in left)]
-    out.append(V.claim("…removing most of the noise, as the clean digits of Fig. 2 b–c suggest",
+    out.append(V.claim("mnist-most-noise", "…removing most of the noise, as the clean digits of Fig. 2 b–c suggest",
                        "the best single step leaves < ½ of the noise energy, every noise draw; the rank bound "
                        f"‖P⊥(ξ − x)‖² (r = {U['DEEN']['rank']}) is a floor no training can cross",
                        [f"left {_fmt(left)}; rank bound {_fmt(floor_frac)}"], V.verdict(conds),
                        decided_by(conds, [all(f >= 0.5 for f in floor_frac)])))
-    out.append(V.claim("(ours) the plug-in step t = σ′² is worse than t = σ² when σ′ > σ (prop-ch9b-mismatch)",
+    out.append(V.claim("mnist-plugin-step", "(ours) the plug-in step t = σ′² is worse than t = σ² when σ′ > σ (prop-ch9b-mismatch)",
                        f"error(t = σ′²) > (1 + {tol:g}) × error(t = σ²), every noise draw",
                        [f"per image {_fmt(D['t_sigma_prime'], '.1f')} vs {_fmt(D['t_sigma'], '.1f')}"],
                        V.verdict([all(a > (1 + tol) * b for a, b in zip(D["t_sigma_prime"], D["t_sigma"]))])))
@@ -298,7 +298,7 @@ def claims(record) -> list[dict]:
     k = max(1, len(L) // 10)
     run = np.convolve(L, np.ones(k) / k, mode="valid")
     conds = [run[-1] < (1 - tol) * run[0], run[-1] <= (1 + tol) * run.min()]
-    out.append(V.claim("The running L_DEEN decreases and settles (Fig. 2a)",
+    out.append(V.claim("mnist-loss-settles", "The running L_DEEN decreases and settles (Fig. 2a)",
                        f"running mean (window {k} logs) at the end < (1 − {tol:g}) × at the start, and ≤ (1 + {tol:g}) × "
                        "its minimum", [f"start {run[0]:.3f}, end {run[-1]:.3f}, minimum {run.min():.3f}; "
                                       f"rank bound σ²(d − r) = {U['DEEN']['loss_floor']:.3f}"], V.verdict(conds)))
@@ -306,7 +306,7 @@ def claims(record) -> list[dict]:
         E = U["DEEN_expert"]["test"]
         conds = [all(a < (1 - tol) * f for a, f in zip(E["t_best"], D["rank_floor"])),
                  all(a < (1 - tol) * b for a, b in zip(E["t_best"], D["t_best"]))]
-        out.append(V.claim("(ours) DEEN + one Gaussian expert goes below the paper network's rank bound",
+        out.append(V.claim("mnist-expert-below-bound", "(ours) DEEN + one Gaussian expert goes below the paper network's rank bound",
                            f"its best-step error < (1 − {tol:g}) × the DEEN's rank bound, and < (1 − {tol:g}) × DEEN's best, "
                            "every noise draw", [f"per image {_fmt(E['t_best'], '.1f')} vs bound {_fmt(D['rank_floor'], '.1f')}, "
                                                f"DEEN {_fmt(D['t_best'], '.1f')}"], V.verdict(conds)))

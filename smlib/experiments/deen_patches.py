@@ -154,7 +154,7 @@ def claims(record) -> list[dict]:
     conds = [beats(D["err_pixel"], ref["fixed"]), beats(D["err_pixel"], ref["tuned"])]
     impossible = [all(f >= (1 - tol) * b for f, b in zip(D["rank_floor"], ref[k])) for k in ("fixed", "tuned")]
     m, w = ref["tuned_params"]
-    out = [V.claim("DEEN's single step denoises natural patches better than a median + Gaussian filter (Fig. 3)",
+    out = [V.claim("patches-beats-filter", "DEEN's single step denoises natural patches better than a median + Gaussian filter (Fig. 3)",
                    f"err/pixel < (1 − {tol:g}) × the baseline's, every noise draw, against the fixed (3×3, 1 px) and the "
                    f"tuned ({m}×{m}, {w:g} px) baseline; a bound ≥ the baseline means the architecture decides",
                    [f"DEEN {_fmt(D['err_pixel'], '.2e')}; fixed {_fmt(ref['fixed'], '.2e')}; tuned {_fmt(ref['tuned'], '.2e')}; "
@@ -162,7 +162,7 @@ def claims(record) -> list[dict]:
                    V.verdict(conds), decided_by(conds, impossible))]
     if "DEEN_expert" in U:
         E = U["DEEN_expert"]["err_pixel"]
-        out.append(V.claim("(ours) DEEN + one Gaussian expert beats the tuned median + Gaussian filter",
+        out.append(V.claim("patches-expert-beats-filter", "(ours) DEEN + one Gaussian expert beats the tuned median + Gaussian filter",
                            f"err/pixel < (1 − {tol:g}) × the tuned baseline's, every noise draw",
                            [f"{_fmt(E, '.2e')} vs {_fmt(ref['tuned'], '.2e')}"], V.verdict([beats(E, ref["tuned"])])))
     return out

@@ -120,10 +120,8 @@ class Swersky2011(Experiment):
             clean = ctx["X_test"][:n_den]
             for r, e in enumerate(ctx["eps_test"]):
                 out[f"mf_mse_{r}"] = float(metrics.mse(clean, metrics.denoise_conditional_mean(model, clean + s * e[:n_den])))
-        lams = cfg["map_lambdas"]
-        val = [float(metrics.mse(ctx["X_val"], metrics.denoise_map(model, ctx["N_val"], lam, n_steps=cfg["map_steps"],
-                                                                    lr=1.0))) for lam in lams]
-        lam = lams[int(np.argmin(val))]
+        lam, _ = metrics.select_map_lambda(model, ctx["X_val"], ctx["N_val"], cfg["map_lambdas"], n_steps=cfg["map_steps"],
+                                           lr=1.0)
         out["map_lambda"] = lam
         for r, e in enumerate(ctx["eps_test"]):
             noisy = clean + s * e[:n_den]
@@ -224,11 +222,11 @@ def claims(record) -> list[dict]:
         conds.append(d["curvature"] < 0 and share > 0.5)
         nums.append(f"seed {s}: Δrec {d['reconstruction']:+.1f}, Δvar {d['variance']:+.1f}, "
                     f"Δcurv {d['curvature']:+.1f} (share {share:.2f})")
-    out.append(V.claim("SM training goes mostly into maximising the curvature (Fig. 1a)",
+    out.append(V.claim("sm-curvature", "SM training goes mostly into maximising the curvature (Fig. 1a)",
                        "Δcurvature < 0 and > ½ of Σ|Δterm|, every seed", nums, V.verdict(conds)))
     # Fig. 1b: SMD changes the curvature less than SM
     conds = [abs(delta("SMD", s, "curvature")) < abs(delta("SM", s, "curvature")) for s in seeds]
-    out.append(V.claim("SMD puts less emphasis on changing the curvature than SM (Fig. 1b)",
+    out.append(V.claim("smd-less-curvature", "SMD puts less emphasis on changing the curvature than SM (Fig. 1b)",
                        "|Δcurvature| of SMD < that of SM, every seed",
                        [f"seed {s}: SMD {delta('SMD', s, 'curvature'):+.1f}, SM {delta('SM', s, 'curvature'):+.1f}"
                        for s in seeds], V.verdict(conds)))
@@ -239,15 +237,15 @@ def claims(record) -> list[dict]:
         rel = abs(c[-1] - c[0]) / abs(c[0])
         conds.append(rel < 0.10)
         nums.append(f"seed {s}: {c[0]:.1f} → {c[-1]:.1f} ({100 * rel:.0f}%)")
-    out.append(V.claim("AE leaves the curvature almost invariant (Fig. 1c)", "|Δcurvature| < 10% of its start, every seed",
+    out.append(V.claim("ae-curvature-invariant", "AE leaves the curvature almost invariant (Fig. 1c)", "|Δcurvature| < 10% of its start, every seed",
                        nums, V.verdict(conds)))
     # Fig. 1d: the gap grows for most estimators; SM raises it, SMD lowers it
     dg = {e: [c[-1] - c[0] for c in curves_of(record, e, key="gap")] for e in ESTIMATORS}
     up = [e for e in ESTIMATORS if all(v > 0 for v in dg[e])]
-    out.append(V.claim("For most estimators the free-energy gap grows during training (Fig. 1d)",
+    out.append(V.claim("gap-grows", "For most estimators the free-energy gap grows during training (Fig. 1d)",
                        "Δgap > 0 in every replicate for at least 4 of the 6",
                        [", ".join(f"{e} {np.mean(dg[e]):+.1f}" for e in ESTIMATORS)], V.verdict([len(up) >= 4])))
-    out.append(V.claim("SM raises the gap, SMD lowers it (Fig. 1d)",
+    out.append(V.claim("sm-raises-smd-lowers-gap", "SM raises the gap, SMD lowers it (Fig. 1d)",
                        f"Δgap > 0 for SM and < 0 for SMD (σ = {cfg['smd_sigma']:g}), every replicate",
                        [f"SM {min(dg['SM']):+.1f}…{max(dg['SM']):+.1f}, SMD {min(dg['SMD']):+.1f}…{max(dg['SMD']):+.1f}"],
                        V.verdict([all(v > 0 for v in dg["SM"]), all(v < 0 for v in dg["SMD"])])))
@@ -260,13 +258,13 @@ def claims(record) -> list[dict]:
     over = {k: {e: [la / mi - 1 for la, mi in zip(lasts[k][e], mins[k][e])] for e in ESTIMATORS} for k in mins}
     label = {"mf_mse": "MF", "map_mse": "MAP"}
     lead = {k: V.lowest_with_tolerance(mins[k], "SM", tol) for k in mins}
-    out.append(V.claim("SM reaches the lowest denoising error, with both denoisers (Fig. 1e–f)",
+    out.append(V.claim("sm-lowest-denoising", "SM reaches the lowest denoising error, with both denoisers (Fig. 1e–f)",
                        f"SM's minimum over epochs is within {100 * tol:g}% of the lowest, every replicate",
                        [f"{label[k]}: SM {np.mean(mins[k]['SM']):.4f}; best other "
                        f"{min((np.mean(v), e) for e, v in mins[k].items() if e != 'SM')[1]} "
                        f"{min(np.mean(v) for e, v in mins[k].items() if e != 'SM'):.4f}; worst lead {lead[k]['worst_margin']:+.3f}"
                        for k in mins], V.verdict([lead[k]["holds"] for k in mins])))
-    out.append(V.claim("…but SM quickly overfits (Fig. 1e–f)", f"SM's last error > its minimum by > {100 * tol:g}%, every replicate",
+    out.append(V.claim("sm-overfits", "…but SM quickly overfits (Fig. 1e–f)", f"SM's last error > its minimum by > {100 * tol:g}%, every replicate",
                        [f"{label[k]}: +{100 * min(over[k]['SM']):.1f}% … +{100 * max(over[k]['SM']):.1f}%" for k in mins],
                        V.verdict([min(over[k]["SM"]) > tol for k in mins])))
     conds = []
@@ -274,30 +272,30 @@ def claims(record) -> list[dict]:
         for e in ("PCD", "FPCD"):
             conds += [all(a > b for a, b in zip(mins[k][e], mins[k]["SM"])),
                       all(tol < o < osm for o, osm in zip(over[k][e], over[k]["SM"]))]
-    out.append(V.claim("PCD and FPCD do not match SM's minimum and overfit, to a lesser extent (Fig. 1e–f)",
+    out.append(V.claim("pcd-fpcd-lesser-overfit", "PCD and FPCD do not match SM's minimum and overfit, to a lesser extent (Fig. 1e–f)",
                        f"minimum above SM's and {100 * tol:g}% < overfit < SM's, every replicate, both denoisers",
                        [f"{label[k]}: overfit PCD {100 * np.mean(over[k]['PCD']):.1f}%, FPCD "
                        f"{100 * np.mean(over[k]['FPCD']):.1f}%, SM {100 * np.mean(over[k]['SM']):.1f}%" for k in mins],
                        V.verdict(conds)))
     conds = [max(over[k][e]) <= tol for k in mins for e in ("CD", "SMD")]
-    out.append(V.claim("CD and SMD do not appear to overfit (Fig. 1e–f)", f"last error within {100 * tol:g}% of the minimum, every replicate",
+    out.append(V.claim("cd-smd-no-overfit", "CD and SMD do not appear to overfit (Fig. 1e–f)", f"last error within {100 * tol:g}% of the minimum, every replicate",
                        [f"{label[k]}: CD ≤ {100 * max(over[k]['CD']):.1f}%, SMD ≤ {100 * max(over[k]['SMD']):.1f}%" for k in mins],
                        V.verdict(conds)))
     conds = [all(a > (1 + tol) * b for a, b in zip(mins[k]["SMD"], mins[k]["SM"])) for k in mins]
-    out.append(V.claim("SMD's minimum error is significantly higher than SM's (Fig. 1e–f)",
+    out.append(V.claim("smd-higher-than-sm", "SMD's minimum error is significantly higher than SM's (Fig. 1e–f)",
                        f"SMD's minimum > SM's by more than {100 * tol:g}%, every replicate, both denoisers",
                        [f"{label[k]}: SMD/SM − 1 = {100 * (np.mean(mins[k]['SMD']) / np.mean(mins[k]['SM']) - 1):+.1f}%"
                        for k in mins], V.verdict(conds)))
     # Fig. 2
     frac = {e: [unit(e, s)["filters"]["C_gabor"]["frac_gabor"] for s in seeds] for e in ESTIMATORS}
     good = [min(frac[e]) >= 0.5 for e in ESTIMATORS if e != "AE"]
-    out.append(V.claim("All methods except AE learn localised Gabor-like covariance filters (Fig. 2b)",
+    out.append(V.claim("gabor-covariance", "All methods except AE learn localised Gabor-like covariance filters (Fig. 2b)",
                        "≥ ½ of the sampled C filters Gabor-like (R² ≥ 0.7, width ≤ side/4) for each non-AE estimator, < ½ for AE",
                        [", ".join(f"{e} {np.mean(frac[e]):.2f}" for e in ESTIMATORS)],
                        V.verdict(good + [max(frac["AE"]) < 0.5])))
     r2 = {e: [unit(e, s)["filters"]["W_gabor"]["median_r2"] for s in seeds] for e in ESTIMATORS}
     conds = [min(r2[e]) >= 0.7 for e in ("PCD", "FPCD")] + [max(r2[e]) < 0.7 for e in ("SM", "SMD", "CD", "AE")]
-    out.append(V.claim("Only PCD and FPCD show structure in the mean filters (Fig. 2a)",
+    out.append(V.claim("mean-filter-structure", "Only PCD and FPCD show structure in the mean filters (Fig. 2a)",
                        "median Gabor R² of the sampled W filters ≥ 0.7 for PCD and FPCD, < 0.7 for the other four",
                        [", ".join(f"{e} {np.mean(r2[e]):.2f}" for e in ESTIMATORS)], V.verdict(conds)))
     return out

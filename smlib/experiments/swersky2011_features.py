@@ -208,7 +208,7 @@ def claims(record) -> list[dict]:
     others = [e for e in ESTIMATORS if e != "AE"]
     worse = {e: V.paired_t(acc["AE"], acc[e], "less") for e in others}
     rej = V.holm({e: t["p"] for e, t in worse.items()}, alpha)
-    out = [V.claim("AE's features classify significantly worse than all others (Table 1)",
+    out = [V.claim("ae-worse", "AE's features classify significantly worse than all others (Table 1)",
                    f"one-sided paired t-test AE < X over {cfg['n_seeds']} seeds, Holm over 5 at α = {alpha}; "
                    f"testable only if learned features beat untrained ones by > {cfg['learned_margin']} points",
                    [f"AE − {e}: {worse[e]['mean_diff']:+.2f} pts (p = {worse[e]['p']:.3f})" for e in others] + [note],
@@ -217,7 +217,7 @@ def claims(record) -> list[dict]:
     tost = {f"{a}|{b}": V.tost_paired(acc[a], acc[b], cfg["margin"], alpha) for a, b in pairs}
     eq = V.holm({k: t["p"] for k, t in tost.items()}, alpha)
     worst = max(tost.items(), key=lambda kv: kv[1]["p"])
-    out.append(V.claim("CD, PCD, FPCD, SM, SMD do not differ significantly (Table 1)",
+    out.append(V.claim("others-equivalent", "CD, PCD, FPCD, SM, SMD do not differ significantly (Table 1)",
                        f"paired TOST equivalence within ±{cfg['margin']} points for each of the 10 pairs, Holm at α = {alpha}",
                        [f"{sum(eq.values())}/10 pairs equivalent",
                         f"least equivalent {worst[0]}: mean diff {worst[1]['mean_diff']:+.2f}, "
