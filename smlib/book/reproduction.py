@@ -65,22 +65,29 @@ def claims_table(live: list[dict] | None, recorded: list[dict] | None, *, live_l
         cols = []
         for side in ("live", "rec"):
             c = by[side].get(key)
-            arch = " (decided by the architecture)" if c and c.get("decided_by") == "architecture" else ""
-            cols.append(f"**{_cell(c['verdict'])}**{arch}: {_cell(c['numbers'])}" if c else "not run")
+            if not c:
+                cols.append("not run")
+                continue
+            gated = c["verdict"].startswith("not testable:")
+            arch = " (decided by the architecture)" if c.get("decided_by") == "architecture" and not gated else ""
+            alone = f" (the rule alone: {c['ungated']})" if gated and c.get("ungated") else ""
+            cols.append(f"**{_cell(c['verdict'])}**{alone}{arch}: {_cell(c['numbers'])}")
         rows.append(f"| {_cell(ref['claim'])} | {_cell(rule)} | {cols[0]} | {cols[1]} |")
     return "\n".join(rows)
 
 
-def gate_changes(stored: list[dict] | None, gated: list[dict]) -> str:
-    """What the health gates changed on a record: each claim's verdict as first recorded (``stored``,
-    matched by wording — the first records have no ids) beside its verdict recomputed with the gates."""
+def gate_changes(stored: list[dict] | None, gated: list[dict], reworded: dict | None = None) -> str:
+    """What the health gates changed on a record: each claim's verdict as first recorded (``stored``)
+    beside its verdict recomputed from the same record with the gates. Stored claims are matched by id,
+    or — the first records have no ids — by their wording then (``reworded``: id → the first wording)."""
     if not stored:
         return "no claims stored in the record"
-    first = {c["claim"]: c["verdict"] for c in stored}
+    first = {_key(c): c["verdict"] for c in stored}
+    reworded = reworded or {}
     rows = ["| id | claim | first record | with the gates |", "|---|---|---|---|"]
     for c in gated:
-        rows.append(f"| `{c['id']}` | {_cell(c['claim'])} | {_cell(first.get(c['claim'], 'not in the first record'))} "
-                    f"| {_cell(c['verdict'])} |")
+        old = first.get(c["id"]) or first.get(reworded.get(c["id"], c["claim"]), "not in the first record")
+        rows.append(f"| `{c['id']}` | {_cell(c['claim'])} | {_cell(old)} | {_cell(c['verdict'])} |")
     return "\n".join(rows)
 
 
