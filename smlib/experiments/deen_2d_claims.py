@@ -99,6 +99,7 @@ def claims(record) -> list[dict]:
     u = lambda k, ds, s: record["units"][f"{k}-{ds}-s{s}"]  # noqa: E731
     ref = S["reference"]
     deen_ok = [_trivial(record, "DEEN", ds) for ds in DATASETS]
+    planted_ok = all(0.0 < 0.25 * ref[ds]["kl_q_gauss"] for ds in DATASETS)  # q_θ = q_σ itself has KL 0
     out = []
     # Fig. 1 a-d: DEEN learns the energy (at the end, and after the paper's 1000 iterations)
     for cid, label, at in (("deen-energy-end", "at the end of training (Fig. 1 a–d)", cfg["n_steps"]),
@@ -109,12 +110,12 @@ def claims(record) -> list[dict]:
             vals = [_at(u("DEEN", ds, s)["curve"], at) for s in seeds]
             g = ref[ds]["kl_q_gauss"]
             conds.append(all(v < 0.25 * g for v, _ in vals))
-            start_ok.append(all(u("DEEN", ds, s)["curve"]["kl_q"][0] < 0.25 * g for s in seeds))
+            start_ok.append(any(u("DEEN", ds, s)["curve"]["kl_q"][0] < 0.25 * g for s in seeds))
             nums.append(f"{ds}: KL(q_σ‖q_θ) {', '.join(f'{v:.3f}' for v, _ in vals)} at step {vals[0][1]} "
                         f"vs best Gaussian {g:.3f}")
         out.append(V.claim(cid, f"DEEN learns the energy of the spiral and the mixture, {label}",
                            "KL(q_σ‖q_θ) < ¼ of the moment-matched Gaussian's, every seed, per data set",
-                           nums, V.verdict(conds), gates=deen_ok + [V.controls(all(start_ok), True, "KL rule (planted: q_σ, KL 0)")]))
+                           nums, V.verdict(conds), gates=deen_ok + [V.controls(any(start_ok), planted_ok, "KL rule (planted: q_σ, KL 0)")]))
     conds, nums = [], []
     for ds in DATASETS:
         ratio = [u("DEEN", ds, s)["curve"]["kl_q"][-1] / min(u("DEEN", ds, s)["curve"]["kl_q"]) for s in seeds]
