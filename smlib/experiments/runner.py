@@ -24,14 +24,12 @@ import datetime as _dt
 import json
 import math
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
 
 from smlib import train
-from smlib._io import atomic_write
-from smlib.book import results as _results
+from smlib.experiments import records as _results
 
 __all__ = ["Experiment", "Unit", "resolve", "run", "record_name", "load_record", "work_dir", "default_dtype", "fit_by_epoch", "unit_times"]
 
@@ -119,11 +117,11 @@ def _diff(old: dict, new: dict) -> list[str]:
 
 
 def _write_json(path: Path, obj) -> None:
-    atomic_write(path, _results.dumps(obj).encode(), what=path.name)
+    _results.write_json(path, obj)
 
 
 def _command() -> str:
-    return os.environ.get("SMLIB_RERUN_COMMAND") or " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+    return _results.default_command()
 
 
 def _log(msg: str) -> None:
@@ -149,7 +147,7 @@ def run(experiment: Experiment, scale: str = "ci", *, overrides: dict | None = N
     workdir : path, optional
         See :func:`work_dir`.
     record : bool
-        Save the record under ``results/`` (:mod:`smlib.book.results`) once every unit is done.
+        Save the record under ``results/`` (:mod:`smlib.experiments.records`) once every unit is done.
     progress : bool
         Progress bars of the training loops.
     quiet : bool
@@ -273,7 +271,7 @@ def _merged_provenance(docs: dict, cfg: dict, scale: str, device, summary_s: flo
 
 
 def load_record(name: str) -> dict | None:
-    """The recorded ``{"provenance", "data"}`` of ``results/<name>/``, or None (see `smlib.book.results`)."""
+    """The recorded ``{"provenance", "data"}`` of ``results/<name>/``, or None (see `smlib.experiments.records`)."""
     return _results.load(name)
 
 
@@ -306,10 +304,3 @@ def unit_times(record: dict) -> dict:
     units = (record.get("provenance") or {}).get("units") or {}
     return {k: float(units.get(k, {}).get("wall_time_s", v)) for k, v in record.get("unit_wall_time_s", {}).items()}
 
-
-def finite(x) -> bool:
-    """True for a finite real number (helper for summaries that must not choke on NaN)."""
-    try:
-        return math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
