@@ -31,7 +31,7 @@ import smlib
 from smlib._io import atomic_write
 
 __all__ = ["results_dir", "provenance", "source_state", "save", "load", "dumps", "write_json", "read_json",
-           "unit_key", "absolute_paths", "PROVENANCE_KEYS"]
+           "unit_key", "absolute_paths", "merge_provenance", "PROVENANCE_KEYS"]
 
 #: keys every record's provenance must have
 PROVENANCE_KEYS = ("command", "commit", "commit_dirty", "device", "date", "wall_time_s")
@@ -280,6 +280,76 @@ def provenance(*, wall_time_s: float | None = None, device: str | None = None,
         "cpu": _cpu_model(),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def _dirty(states) -> tuple[bool | None, str | None]:
+    """Tri-state "uncommitted changes" of several provenances: True if any, None if any is unknown, else False."""
+    states = list(states)
+    if any(p.get("commit_dirty") is True for p in states):
+        return True, None
+    unknown = [p for p in states if p.get("commit_dirty") is None]
+    if unknown:
+        return None, unknown[0].get("commit_unknown_reason") or "not recorded"
+    return False, None
+
+
+def merge_provenance(units: dict, *, command: str, device: str, parameters: dict, summary_s: float,
+                     allow_changed: bool = False) -> dict:
+    """One provenance for a record from its units' (``{key: unit provenance}``).
+
+    The units must have run one code (one commit and one source digest, also where a unit was
+    resumed); the code now on disk (which computes the summary and claims) must be that code, unless
+    ``allow_changed``, and then the record says ``source_changed_since_units``. ``commit_dirty`` is
+    True when any unit or the record ran on uncommitted changes, None (with the reason) when one of
+    them cannot tell, False only when all are known clean.
+    """
+    sessions = list(units.values()) + [p["started"] for p in units.values() if isinstance(p.get("started"), dict)]
+    commits = sorted({str(p.get("commit")) for p in sessions})
+    digests = sorted({p["source_digest"] for p in sessions if p.get("source_digest")})
+    if len(commits) != 1 or len(digests) > 1:
+        raise ValueError("the units were run at different commits or with different smlib sources "
+                         + "; ".join(f"{k}: {p.get('commit')} {p.get('source_digest', '')[:19]}" for k, p in units.items())
+                         + " — rerun them at one commit before recording")
+    now = source_state()
+    changed = (bool(digests) and digests[0] != now["source_digest"]) or (
+        commits[0] != "None" and now["commit"] is not None and commits[0] != now["commit"])
+    if changed and not allow_changed:
+        raise ValueError(f"smlib's source changed since the units ran (units: commit {commits[0]}, "
+                         f"{digests[0] if digests else 'no digest'}; now: commit {now['commit']}, {now['source_digest']}), "
+                         "so the summary and claims would be computed by other code than the units. Rerun the units, "
+                         "or pass --allow-dirty-record (allow_dirty_record=True) to record anyway; the record then says so")
+    wall = sum(float(p.get("train_wall_time_s") or p.get("wall_time_s") or 0.0) for p in units.values()) + summary_s
+    prov = provenance(wall_time_s=wall, device=device, command=command, parameters=parameters)
+    prov.update({f"record_{k}": prov[k] for k in ("commit", "commit_dirty", "commit_unknown_reason", "source_digest")})
+    prov["commit"] = None if commits[0] == "None" else commits[0]  # the code that trained and evaluated the units
+    prov["source_digest"] = digests[0] if digests else None
+    prov["commit_dirty"], prov["commit_unknown_reason"] = _dirty(sessions + [now])
+    if changed:
+        prov["commit_dirty"] = True
+        prov["source_changed_since_units"] = {"units_commit": prov["commit"], "units_source_digest": prov["source_digest"],
+                                              "record_commit": now["commit"], "record_source_digest": now["source_digest"]}
+    if os.environ.get("SMLIB_RERUN_COMMAND"):
+        prov["via"] = os.environ["SMLIB_RERUN_COMMAND"]
+    prov["unit_commands"] = sorted({p["command"] for p in units.values()})
+    prov["unit_devices"] = sorted({p["device"] for p in units.values()})
+    prov["units"] = {k: {"wall_time_s": p.get("train_wall_time_s") or p["wall_time_s"], "date": p["date"],
+                         "started": (p.get("started") or {}).get("date"), "device": p["device"], "time": p.get("time")}
+                     for k, p in units.items()}
+    prov["time"] = _time_totals(units, summary_s)
+    return prov
+
+
+def _time_totals(units: dict, summary_s: float) -> dict:
+    """Seconds of the record's units by part (None where a unit did not measure it); set-up counted once per process."""
+    times = [p.get("time") or {} for p in units.values()]
+    out = {}
+    for part in ("train_s", "eval_s", "other_s", "wall_s"):
+        vals = [t.get(part) for t in times]
+        out[part] = None if any(v is None for v in vals) else round(sum(vals), 3)
+    setups = {t.get("session"): t.get("data_s") for t in times if t.get("session")}
+    out["data_s"] = None if not setups or any(v is None for v in setups.values()) else round(sum(setups.values()), 3)
+    out["summary_s"] = round(summary_s, 3)
+    return out
 
 
 # ------------------------------------------------------------------------------------ records
