@@ -184,6 +184,11 @@ def test_corrupt_unit_and_config_files_are_named(tmp_path, results):
     (folder / "config.json").write_text('{"experiment": "toy", "config": {')
     with pytest.raises(ValueError, match="config file .*config.json is not valid JSON"):
         runner.run(Toy(), "ci", workdir=tmp_path, quiet=True)
+    unit.unlink()  # a unit to resume, from a checkpoint cut short: fit's loader names the file
+    (folder / "config.json").unlink()
+    (folder / "dsm-s1.pt").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(ValueError, match="checkpoint .*dsm-s1.pt .* truncated, corrupt"):
+        runner.run(Toy(), "ci", workdir=tmp_path, progress=False, quiet=True)
 
 
 def test_a_file_as_workdir_is_named_before_any_set_up(tmp_path, capsys):
