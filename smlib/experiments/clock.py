@@ -20,12 +20,11 @@ through :func:`fit` or mark a block.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 
 from smlib import train
 
-__all__ = ["Clock", "timing", "fit", "fit_by_epoch", "current"]
+__all__ = ["Clock", "timing", "fit", "current"]
 
 _current: "Clock | None" = None
 
@@ -108,14 +107,3 @@ def fit(*args, callback=None, **kwargs):
         clock.measured = True
         clock.eval_s += spent[0]
         clock.train_s += time.perf_counter() - t0 - spent[0]
-
-
-def fit_by_epoch(model, X, objective, options, cfg: dict, *, seed: int, device, progress: bool, checkpoint, callback):
-    """`smlib.train.fit` as a protocol runs it: ``cfg``'s epochs, batch size and optimiser, one log line,
-    one checkpoint and one ``callback`` per epoch, resuming from ``checkpoint`` when it exists. Timed into
-    the unit's record (:mod:`smlib.experiments.clock`): the loop as training, the callback as evaluation."""
-    per_epoch = math.ceil(len(X) / cfg["batch_size"])
-    return fit(model, X, objective, options=options, n_epochs=cfg["n_epochs"], batch_size=cfg["batch_size"],
-               optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"], device=device, seed=seed,
-               progress=progress, log_every=per_epoch, checkpoint=checkpoint, checkpoint_every=per_epoch,
-               resume=True, callback=callback)

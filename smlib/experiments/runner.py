@@ -28,16 +28,17 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import math
 import os
 import secrets
-import shlex
 import sys
 import time
 from pathlib import Path
 
 from smlib._cli import check_finite
 from smlib.experiments import records
-from smlib.experiments.clock import Clock, fit, fit_by_epoch, timing
+from smlib.experiments.arguments import check_device, command_line, work_dir
+from smlib.experiments.clock import Clock, fit, timing
 from smlib.experiments.locks import LockHeld, UnitLock
 
 __all__ = ["Experiment", "Unit", "resolve", "run", "prepare", "record_name", "load_record", "work_dir",
@@ -115,52 +116,6 @@ def record_name(experiment: Experiment, scale: str, cfg: dict) -> str:
     if cfg == _json_safe(experiment.presets[scale]):
         return experiment.name if scale == "paper" else f"{experiment.name}_{scale}"
     return f"{experiment.name}_{scale}_custom"
-
-
-def work_dir(workdir=None, option: str = "workdir") -> Path:
-    """Folder of checkpoints and unit results: ``workdir``, ``$SMLIB_WORK_DIR`` or ``./_build/experiments``;
-    ValueError naming ``option`` when it (or a folder above it) is a file."""
-    path = Path(workdir if workdir is not None else os.environ.get("SMLIB_WORK_DIR", Path("_build") / "experiments"))
-    for p in (path, *path.parents):
-        if p.exists():
-            if not p.is_dir():
-                where = "" if p == path else f" ({p} is a file)"
-                raise ValueError(f"{option} {path} is not a folder{where}; give a folder for checkpoints and unit results")
-            break
-    return path
-
-
-def check_device(device, option: str = "device") -> str:
-    """``device`` as a string if it exists here (cpu, cuda, cuda:N, mps); ValueError naming ``option`` otherwise."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"{option} {device!r} is not a device; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
-            raise ValueError(f"{option} {device!r}: CUDA is not available on this machine ({why}); use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"{option} {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(f"{option} {device!r}: MPS is not available on this machine")
-    elif dev.type != "cpu":
-        raise ValueError(f"{option} {device!r}: the experiments run on cpu, cuda, cuda:N or mps")
-    return str(device)
-
-
-def command_line(name: str, scale: str, *, overrides=None, device="cpu", only=None, record=False) -> str:
-    """The command that runs this configuration, as a user types it (no machine paths, work folder or
-    progress options: they do not change a result)."""
-    parts = ["python", "-m", "smlib.experiments", name, "--scale", scale, "--device", str(device)]
-    for key in sorted(overrides or {}):
-        parts += ["--set", f"{key}={json.dumps(overrides[key])}"]
-    for pattern in ([only] if isinstance(only, str) else only or []):
-        parts += ["--only", pattern]
-    return shlex.join(parts + (["--record"] if record else []))
 
 
 def _diff(old: dict, new: dict) -> list[str]:
@@ -391,6 +346,17 @@ def default_dtype(dtype):
         yield
     finally:
         torch.set_default_dtype(old)
+
+
+def fit_by_epoch(model, X, objective, options, cfg: dict, *, seed: int, device, progress: bool, checkpoint, callback):
+    """`smlib.train.fit` as a protocol runs it: ``cfg``'s epochs, batch size and optimiser, one log line,
+    one checkpoint and one ``callback`` per epoch, resuming from ``checkpoint`` when it exists. Timed into
+    the unit's record (:mod:`smlib.experiments.clock`): the loop as training, the callback as evaluation."""
+    per_epoch = math.ceil(len(X) / cfg["batch_size"])
+    return fit(model, X, objective, options=options, n_epochs=cfg["n_epochs"], batch_size=cfg["batch_size"],
+               optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"], device=device, seed=seed,
+               progress=progress, log_every=per_epoch, checkpoint=checkpoint, checkpoint_every=per_epoch,
+               resume=True, callback=callback)
 
 
 def unit_times(record: dict) -> dict:
