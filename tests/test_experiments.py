@@ -7,11 +7,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 
-from smlib import experiments, train
+from smlib import experiments
 from smlib.experiments import runner, verdicts
-from smlib.models import MLPEnergy
+from toy_experiment import Toy  # tests/ is on sys.path (pyproject: pythonpath)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,32 +21,6 @@ TINY = {
     "swersky2011_features": dict(n_seeds=2, n_patches=600, n_epochs=1, n_cov=4, n_mean=2, n_train_images=60,
                                  n_val_images=40, n_test_images=60, stop_epochs=[1], probe_iter=5, probe_Cs=[1.0]),
 }
-
-
-class Toy(runner.Experiment):
-    """Two DSM units on a 2-D Gaussian: small enough to exercise the runner in a second."""
-
-    name = "toy"
-    presets = {"ci": dict(n_steps=6, sigma=0.5, seeds=[0, 1], width=4),
-               "paper": dict(n_steps=12, sigma=0.5, seeds=[0, 1], width=4)}
-
-    def units(self, cfg):
-        return [runner.Unit(f"dsm-s{s}", seed=s) for s in cfg["seeds"]]
-
-    def setup(self, cfg, device):
-        return {"x": torch.randn(64, 2, generator=torch.Generator().manual_seed(0))}
-
-    def run_unit(self, ctx, unit, cfg, *, checkpoint, device, progress):
-        torch.manual_seed(unit["seed"])
-        model = MLPEnergy(2, hidden=(cfg["width"],))
-        h = train.fit(model, ctx["x"], "dsm", options={"sigma": cfg["sigma"]}, n_steps=cfg["n_steps"], batch_size=16,
-                      seed=unit["seed"], progress=False, checkpoint=checkpoint, checkpoint_every=2, resume=True)
-        return {"loss": list(h["loss"]), "train_wall_time_s": h.wall_time}
-
-    def summarise(self, ctx, cfg, results):
-        last = [r["loss"][-1] for r in results.values()]
-        return {"claims": [{"claim": "losses are finite", "rule": "all finite", "numbers": str(last),
-                            "verdict": verdicts.verdict([all(v == v for v in last)])}]}
 
 
 def test_resolve_and_naming():
@@ -175,3 +148,42 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     a = json.loads((tmp_path / "ref" / "w" / "swersky2011_ci_custom" / "SM-s0.json").read_text())["result"]
     b = json.loads((folder / "SM-s0.json").read_text())["result"]
     assert a["curves"] == b["curves"] and a["loss"] == b["loss"] and a["filters"] == b["filters"]
+
+
+# ---------------------------------------------------------------------------------- records
+def test_save_writes_the_compact_layout_and_reads_back_identical(tmp_path, monkeypatch):
+    from smlib.experiments import records
+
+    monkeypatch.setenv("SMLIB_RESULTS_DIR", str(tmp_path))
+    data = {"curve": [0.5 * i for i in range(100)], "rows": [{"x": [1, 2]}, {"y": None}], "nan": float("nan")}
+    prov = records.provenance(wall_time_s=1.0, device="cpu", command="python -m smlib.experiments toy")
+    folder = records.save("toy", data, provenance=prov)
+    text = (folder / "results.json").read_text()
+    assert text == records.dumps({"provenance": prov, "data": data})   # the compact writer, not indent=1
+    assert len(text.splitlines()) < 60                                   # indent=1 puts each of 100 numbers on a line
+    back = records.load("toy")
+    assert json.dumps(back, sort_keys=True) == json.dumps({"provenance": prov, "data": data}, sort_keys=True)
+
+
+def test_unit_keys_are_built_in_one_place():
+    from smlib.experiments.records import unit_key
+
+    assert unit_key("SM", seed=0) == "SM-s0" and unit_key("DEEN", "spiral", seed=2) == "DEEN-spiral-s2"
+    assert unit_key("parzen") == "parzen"
+    for bad in [(), ("a/b",), ("",), (".x",), ("a b",)]:
+        with pytest.raises(ValueError, match="unit key"):
+            unit_key(*bad)
+
+
+def test_no_module_of_the_library_imports_the_book_tooling():
+    import ast
+
+    for path in (ROOT / "smlib").rglob("*.py"):
+        if "book" in path.relative_to(ROOT / "smlib").parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if isinstance(node, ast.ImportFrom) and node.module == "smlib":
+                names += [f"smlib.{a.name}" for a in node.names]
+            assert not any(n == "smlib.book" or n.startswith("smlib.book.") for n in names), path

@@ -8,13 +8,14 @@ The executed notebook lands in ``_build/reruns/<chapter>.ipynb`` unless ``-o`` s
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
-import yaml
+from smlib._cli import parse_value
 
 __all__ = ["chapter_parameters", "check_types", "rerun", "main"]
 
@@ -43,6 +44,24 @@ def chapter_parameters(chapter: str | os.PathLike) -> dict:
     return {p.name: p.default for p in _infer_parameters(nb)}
 
 
+def _shown(chapter) -> str:
+    """The chapter's path as a user types it: relative to the current folder, never a machine's absolute path."""
+    path = Path(chapter)
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return f"chapters/{path.name}"
+
+
+def _typed(value) -> str:
+    """A value as typed on the command line, so that `parse_value` reads it back."""
+    if isinstance(value, str) and parse_value(value) == value:
+        return value
+    return json.dumps(value)
+
+
 def rerun(chapter: str | os.PathLike, parameters: dict | None = None, output: str | os.PathLike | None = None,
           *, kernel: str = "python3", timeout: int | None = None, progress: bool = True) -> Path:
     """Execute ``chapter`` (MyST .md) with ``parameters`` injected by papermill; return the output path."""
@@ -61,8 +80,7 @@ def rerun(chapter: str | os.PathLike, parameters: dict | None = None, output: st
     source = output.with_suffix(".source.ipynb")
     jupytext.write(_load(chapter), source)
     os.environ.setdefault("SMLIB_RERUN_COMMAND", "python -m smlib.book.rerun " + " ".join(
-        [str(chapter)] + [f"-p {k} {shlex.quote(repr(v) if isinstance(v, str) else str(v))}"
-                          for k, v in parameters.items()]))
+        [shlex.quote(_shown(chapter))] + [f"-p {k} {shlex.quote(_typed(v))}" for k, v in parameters.items()]))
     start = time.perf_counter()
     try:
         pm.execute_notebook(str(source), str(output), parameters=parameters, kernel_name=kernel,
@@ -72,28 +90,6 @@ def rerun(chapter: str | os.PathLike, parameters: dict | None = None, output: st
         source.unlink(missing_ok=True)
     print(f"{chapter}: executed in {time.perf_counter() - start:.1f} s -> {output}")
     return output
-
-
-def _value(text: str):
-    """Type a command-line value as papermill's ``-p`` does: True/False/None, an int, a float, else the
-    string; a value in brackets or braces is read as YAML (a list or a dict)."""
-    if text in ("True", "true"):
-        return True
-    if text in ("False", "false"):
-        return False
-    if text in ("None", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    if text[:1] in "[{":
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError:
-            pass
-    return text
 
 
 def check_types(chapter, parameters: dict) -> None:
@@ -124,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m smlib.book.rerun", description=__doc__.splitlines()[0])
     parser.add_argument("chapter", help="path of a chapter, e.g. chapters/09_deen.md")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="override a parameter (typed like papermill's -p: 3, 1e-4, True, None, [1, 2], else a string)")
+                        help="override a parameter (typed as by python -m smlib.experiments --set: 3, 1e-4, True, None, "
+                             "[1, 2], \"text\", else a string; finite numbers only)")
     parser.add_argument("-r", "--raw", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="override a parameter with a raw string value")
     parser.add_argument("-o", "--output", help="executed notebook path (default _build/reruns/<chapter>.ipynb)")
@@ -136,10 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, default in chapter_parameters(args.chapter).items():
                 print(f"{name} = {default}")
             return 0
-        params = {name: _value(v) for name, v in args.parameter}
+        params = {name: parse_value(v, f"-p {name} {v}") for name, v in args.parameter}
         params.update({name: v for name, v in args.raw})
-        os.environ.setdefault("SMLIB_RERUN_COMMAND", "python -m smlib.book.rerun " + " ".join(
-            shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
         rerun(args.chapter, params, args.output, timeout=args.timeout)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

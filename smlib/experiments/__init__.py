@@ -20,9 +20,10 @@ IPython)::
 
     python -m smlib.experiments swersky2011 --scale paper --device cpu --record
     python -m smlib.experiments swersky2011 --scale paper --only SM-s0     # one unit per process
+    python -m smlib.experiments swersky2011 --scale paper --workers 3 --record  # 3 one-thread workers
 
 A killed run continues from its last checkpoint when the same command is given again; see
-:mod:`smlib.experiments.runner`.
+:mod:`smlib.experiments.runner`. Records and their provenance: :mod:`smlib.experiments.records`.
 """
 from __future__ import annotations
 

@@ -5,17 +5,23 @@ enough for the book's live build, and ``"paper"``), the list of **units** a conf
 (one estimator × seed, one data set × model, ...), how to run one unit, and how to turn the
 units' results into numbers, figures and claims. :func:`run` executes it:
 
+* every argument is checked before anything is set up or written (settings by type and
+  finiteness, the device's availability, the work folder);
 * each unit trains through `smlib.train.fit` with a checkpoint in the work folder
   (``<workdir>/<record name>/<unit>.pt``), so a run killed at any moment continues where its
   last checkpoint left off when the same command is given again; a finished unit leaves
-  ``<unit>.json`` (its result and provenance) and is not run again;
-* units can be run one per process (``only=``), on different cores, days or machines, as long
-  as they share the work folder; ``record=True`` then merges them;
+  ``<unit>.json`` (its result, time split and provenance) and is not run again;
+* a unit is run under a lock (:mod:`smlib.experiments.locks`): a second process refuses it, or
+  waits (``wait=True``), and a lock left by a crashed process is taken over; so units can be run
+  one per process (``only=``) or by workers (:mod:`smlib.experiments.workers`) sharing the work
+  folder, and ``record=True`` then merges them;
 * the configuration is stored in the work folder and compared on every run: a unit is never
   continued or reused under a changed setting (the error names each difference);
 * the record goes to ``results/<name>/`` only when the configuration is exactly the paper
   preset; any other configuration is recorded as ``<name>_<scale>`` (``_custom`` with
-  overrides), so a smaller run can never be shown under the paper-scale name.
+  overrides), so a smaller run can never be shown under the paper-scale name. Its provenance is
+  read from the code that ran (:mod:`smlib.experiments.records`); code changed between the units
+  and the record is an error unless ``allow_dirty_record=True``, and then the record says so.
 """
 from __future__ import annotations
 
@@ -24,16 +30,21 @@ import datetime as _dt
 import json
 import math
 import os
-import shlex
+import secrets
 import sys
 import time
 from pathlib import Path
 
-from smlib import train
-from smlib._io import atomic_write
-from smlib.book import results as _results
+from smlib._cli import check_finite
+from smlib.experiments import records
+from smlib.experiments.arguments import check_device, command_line, work_dir
+from smlib.experiments.clock import Clock, fit, timing
+from smlib.experiments.locks import LockHeld, UnitLock
 
-__all__ = ["Experiment", "Unit", "resolve", "run", "record_name", "load_record", "work_dir", "default_dtype", "fit_by_epoch", "unit_times"]
+__all__ = ["Experiment", "Unit", "resolve", "run", "prepare", "record_name", "load_record", "work_dir",
+           "check_device", "command_line", "default_dtype", "fit", "fit_by_epoch", "timing", "unit_times", "LockHeld"]
+
+_SESSION = f"{os.getpid()}-{secrets.token_hex(4)}"  # this process, to count each set-up once in a record
 
 
 class Unit(dict):
@@ -78,7 +89,7 @@ def _json_safe(obj):
 
 
 def resolve(experiment: Experiment, scale: str = "ci", overrides: dict | None = None) -> dict:
-    """The configuration: the preset ``scale`` with ``overrides`` applied, each checked by type."""
+    """The configuration: the preset ``scale`` with ``overrides`` applied, each checked by type and finiteness."""
     if scale not in experiment.presets:
         raise ValueError(f"unknown scale {scale!r} for experiment {experiment.name!r}; "
                          f"choose one of {sorted(experiment.presets)}")
@@ -95,6 +106,7 @@ def resolve(experiment: Experiment, scale: str = "ci", overrides: dict | None = 
         if not ok:
             raise ValueError(f"setting {key!r} of experiment {experiment.name!r} must be of type "
                              f"{type(default).__name__} like its preset value {default!r}, got {value!r}")
+        check_finite(value, f"setting {key!r} of experiment {experiment.name!r}")
         cfg[key] = float(value) if isinstance(default, float) else value
     return _json_safe(cfg)
 
@@ -106,33 +118,68 @@ def record_name(experiment: Experiment, scale: str, cfg: dict) -> str:
     return f"{experiment.name}_{scale}_custom"
 
 
-def work_dir(workdir=None) -> Path:
-    """Folder of checkpoints and unit results: ``workdir``, ``$SMLIB_WORK_DIR`` or ``./_build/experiments``."""
-    if workdir is not None:
-        return Path(workdir)
-    return Path(os.environ.get("SMLIB_WORK_DIR", Path("_build") / "experiments"))
-
-
 def _diff(old: dict, new: dict) -> list[str]:
     keys = sorted(set(old) | set(new))
     return [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}" for k in keys if old.get(k) != new.get(k)]
 
 
-def _write_json(path: Path, obj) -> None:
-    atomic_write(path, _results.dumps(obj).encode(), what=path.name)
-
-
-def _command() -> str:
-    return os.environ.get("SMLIB_RERUN_COMMAND") or " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
-
-
 def _log(msg: str) -> None:
     stamp = _dt.datetime.now().strftime("%H:%M:%S")
-    print(f"[{stamp}] {msg}", file=sys.stderr, flush=True)
+    worker = os.environ.get("SMLIB_WORKER")
+    print(f"[{stamp}]{f' [worker {worker}]' if worker else ''} {msg}", file=sys.stderr, flush=True)
+
+
+def prepare(experiment: Experiment, scale: str = "ci", *, overrides=None, device="cpu", workdir=None, only=None):
+    """Check every argument, then create the work folder and its ``config.json`` (or check it against
+    this configuration). Returns ``(cfg, name, folder, units, selected, device)``; nothing is written
+    when an argument is wrong."""
+    cfg = resolve(experiment, scale, overrides)
+    device = check_device(device)
+    root = work_dir(workdir)
+    name = record_name(experiment, scale, cfg)
+    units = experiment.units(cfg)
+    keys = [u.key for u in units]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate unit keys in {experiment.name}: {keys}")
+    selected = units if only is None else [u for u in units if _selected(u.key, only)]
+    if only is not None and not selected:
+        raise ValueError(f"--only {list(only)} matches no unit of {experiment.name}; units: {', '.join(keys)}")
+    json.dumps(cfg, allow_nan=False)  # nothing non-finite reaches config.json (resolve checked each override)
+    folder = root / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create the work folder {folder}: {err.strerror or err}") from None
+    cfg_path = folder / "config.json"
+    if cfg_path.exists():
+        old = records.read_json(cfg_path, what="config file", required=("experiment", "config"),
+                                hint="it is not a work folder's config; delete the folder or use another workdir")
+        diffs = _diff(old["config"], cfg) if isinstance(old["config"], dict) else ["config is not an object"]
+        if old.get("experiment") != experiment.name or diffs:
+            raise ValueError(f"{folder} holds a run of {old.get('experiment')!r} with another configuration "
+                             f"({'; '.join(diffs) or 'experiment differs'}); use another workdir or delete it")
+    else:
+        records.write_json(cfg_path, {"experiment": experiment.name, "scale": scale, "config": cfg})
+    return cfg, name, folder, units, selected, device
+
+
+def _unit_file(folder: Path, key: str, suffix: str) -> Path:
+    return folder / f"{key}{suffix}"
+
+
+def _read_unit(folder: Path, unit: Unit) -> dict:
+    path = _unit_file(folder, unit.key, ".json")
+    doc = records.read_json(path, what=f"unit file of {unit.key}", required=("unit", "params", "result", "provenance"),
+                            hint=f"delete it to run unit {unit.key} again")
+    if doc["unit"] != unit.key or doc["params"] != _json_safe(dict(unit)):
+        raise ValueError(f"unit file {path} was written for unit {doc['unit']!r} with {doc['params']!r}, "
+                         f"not {unit.key!r} with {dict(unit)!r}; delete it to run the unit again")
+    return doc
 
 
 def run(experiment: Experiment, scale: str = "ci", *, overrides: dict | None = None, device="cpu", only=None,
-        workdir=None, record: bool = False, progress: bool = True, quiet: bool = False) -> dict | None:
+        workdir=None, record: bool = False, progress: bool = True, quiet: bool = False, wait: bool = False,
+        allow_dirty_record: bool = False, skip_locked: bool = False) -> dict | None:
     """Run (or continue) the units of ``experiment`` and, when all are done, return its record.
 
     Parameters
@@ -143,92 +190,125 @@ def run(experiment: Experiment, scale: str = "ci", *, overrides: dict | None = N
     overrides : dict, optional
         Settings that replace preset values (the record is then named ``<name>_<scale>_custom``).
     device : str
-        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (checked before anything is set up).
     only : iterable of str, optional
         Run just these units (keys, or prefixes ending in ``*``); the others are left as they are.
     workdir : path, optional
         See :func:`work_dir`.
     record : bool
-        Save the record under ``results/`` (:mod:`smlib.book.results`) once every unit is done.
+        Save the record under ``results/`` (:mod:`smlib.experiments.records`) once every unit is done.
     progress : bool
         Progress bars of the training loops.
     quiet : bool
         No progress lines on stderr.
+    wait : bool
+        Wait for a unit that another process is running, instead of refusing it (:class:`LockHeld`,
+        raised after the other units are run).
+    allow_dirty_record : bool
+        Record even though smlib's source changed since the units ran (the record then says so).
+    skip_locked : bool
+        Leave a unit another process runs to that process, silently (the workers' mode).
 
     Returns
     -------
     dict or None
-        ``{"experiment", "scale", "record_name", "config", "units": {key: result}, "summary"}``
-        when every unit is done; None when ``only`` left some units to other processes.
+        ``{"experiment", "scale", "record_name", "config", "units": {key: result}, "summary",
+        "unit_wall_time_s"}`` when every unit is done; None when some are left to other processes.
     """
     say = (lambda m: None) if quiet else _log
-    cfg = resolve(experiment, scale, overrides)
-    name = record_name(experiment, scale, cfg)
-    folder = work_dir(workdir) / name
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg_path = folder / "config.json"
-    stored = {"experiment": experiment.name, "scale": scale, "config": cfg}
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        diffs = _diff(old.get("config", {}), cfg)
-        if old.get("experiment") != experiment.name or diffs:
-            raise ValueError(f"{folder} holds a run of {old.get('experiment')!r} with another configuration "
-                             f"({'; '.join(diffs) or 'experiment differs'}); use another workdir or delete it")
-    else:
-        _write_json(cfg_path, stored)
-    units = experiment.units(cfg)
-    keys = [u.key for u in units]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"duplicate unit keys in {experiment.name}: {keys}")
-    selected = units if only is None else [u for u in units if _selected(u.key, only)]
-    if only is not None and not selected:
-        raise ValueError(f"--only {list(only)} matches no unit of {experiment.name}; units: {', '.join(keys)}")
+    cfg, name, folder, units, selected, device = prepare(experiment, scale, overrides=overrides, device=device,
+                                                         workdir=workdir, only=only)
+    command = command_line(experiment.name, scale, overrides=overrides, device=device, only=only, record=record)
     say(f"{experiment.name} [{name}]: {len(units)} units, running {len(selected)} on {device}; work folder {folder}")
-    ctx = None
+    session, held = {"ctx": None, "data_s": None}, []
     for i, unit in enumerate(selected, 1):
-        done = folder / f"{unit.key}.json"
-        if done.exists():
-            say(f"  unit {i}/{len(selected)} {unit.key}: already done")
+        tag = f"  unit {i}/{len(selected)} {unit.key}"
+        if _unit_file(folder, unit.key, ".json").exists():
+            _read_unit(folder, unit)
+            say(f"{tag}: already done")
             continue
-        if ctx is None:
-            t0 = time.perf_counter()
-            ctx = experiment.setup(cfg, device)
-            say(f"  set-up (data) in {time.perf_counter() - t0:.1f} s")
-        ck = folder / f"{unit.key}.pt"
-        start = folder / f"{unit.key}.start.json"
-        if not start.exists():  # the commit a unit started at: resuming it at another one is reported
-            _write_json(start, _results.provenance(device=str(device), command=_command()))
-        say(f"  unit {i}/{len(selected)} {unit.key}: {'resuming from ' + ck.name if ck.exists() else 'starting'}")
-        t0 = time.perf_counter()
-        result = experiment.run_unit(ctx, unit, cfg, checkpoint=ck, device=device, progress=progress)
-        wall = time.perf_counter() - t0
-        prov = _results.provenance(wall_time_s=wall, device=str(device), command=_command(),
-                                   parameters={"unit": unit.key, **dict(unit)})
-        prov["started"] = json.loads(start.read_text())
-        prov["train_wall_time_s"] = result.pop("train_wall_time_s", None) if isinstance(result, dict) else None
-        _write_json(done, {"unit": unit.key, "params": dict(unit), "result": _json_safe(result), "provenance": prov})
-        say(f"  unit {i}/{len(selected)} {unit.key}: done in {wall:.1f} s (this session)")
-    missing = [k for k in keys if not (folder / f"{k}.json").exists()]
+        lock = UnitLock(_unit_file(folder, unit.key, ".lock"), what=f"unit {unit.key} of {name}", note=command)
+        try:
+            lock.acquire(wait=wait, say=say)
+        except LockHeld as err:
+            if not skip_locked:
+                held.append(str(err))
+                say(f"{tag}: {err}")
+            continue
+        try:
+            if lock.stale:
+                say(f"{tag}: took over the lock of process {lock.stale.get('pid')} (since {lock.stale.get('since')}), "
+                    "which is no longer running")
+            if _unit_file(folder, unit.key, ".json").exists():
+                say(f"{tag}: done meanwhile by another process")
+                continue
+            _run_unit(experiment, session, unit, cfg, folder, device, progress, command, tag, say)
+        finally:
+            lock.release()
+    if held:
+        raise LockHeld("; ".join(held))
+    if skip_locked:
+        return None  # a worker leaves the merge to the command that started it
+    missing = [u.key for u in units if not _unit_file(folder, u.key, ".json").exists()]
     if missing:
         say(f"{experiment.name}: {len(missing)} unit(s) not done yet: {', '.join(missing)}")
         if record:
             raise ValueError(f"cannot record {name}: units not done: {', '.join(missing)}")
         return None
-    docs = {k: json.loads((folder / f"{k}.json").read_text()) for k in keys}
-    if ctx is None:
-        ctx = experiment.setup(cfg, device)
+    docs = {u.key: _read_unit(folder, u) for u in units}
+    ctx = session["ctx"] if session["ctx"] is not None else experiment.setup(cfg, device)
     t0 = time.perf_counter()
     summary = experiment.summarise(ctx, cfg, {k: d["result"] for k, d in docs.items()})
     rec = {"experiment": experiment.name, "scale": scale, "record_name": name, "config": cfg,
            "units": {k: d["result"] for k, d in docs.items()}, "summary": _json_safe(summary),
            "unit_wall_time_s": {k: d["provenance"]["wall_time_s"] for k, d in docs.items()}}
     if record:
-        prov = _merged_provenance(docs, cfg, scale, device, time.perf_counter() - t0)
+        prov = records.merge_provenance({k: d["provenance"] for k, d in docs.items()}, command=command,
+                                        device=device, parameters={"scale": scale, **cfg},
+                                        summary_s=time.perf_counter() - t0, allow_changed=allow_dirty_record)
         figs = experiment.figures(rec)
-        out = _results.save(name, rec, provenance=prov, figures=figs)
+        out = records.save(name, rec, provenance=prov, figures=figs)
         _close(figs)
         say(f"recorded {out}")
     return rec
+
+
+def _run_unit(experiment, session, unit, cfg, folder, device, progress, command, tag, say) -> None:
+    """Run one unit (the caller holds its lock) and write ``<unit>.json``."""
+    import torch
+
+    if session["ctx"] is None:
+        t0 = time.perf_counter()
+        session["ctx"] = experiment.setup(cfg, device)
+        session["data_s"] = time.perf_counter() - t0
+        say(f"  set-up (data) in {session['data_s']:.1f} s")
+    ck, start = _unit_file(folder, unit.key, ".pt"), _unit_file(folder, unit.key, ".start.json")
+    if start.exists():  # the code a unit started with: resuming it with other code is reported at the record
+        started = records.read_json(start, what=f"start file of {unit.key}", required=("commit", "date"),
+                                    hint=f"delete it and {unit.key}.pt to run the unit afresh")
+    else:
+        started = records.provenance(device=device, command=command)
+        records.write_json(start, started)
+    resumed = ck.exists()
+    say(f"{tag}: {'resuming from ' + ck.name if resumed else 'starting'}")
+    dtype = torch.get_default_dtype()
+    with Clock() as clock:
+        try:
+            result = experiment.run_unit(session["ctx"], unit, cfg, checkpoint=ck, device=device, progress=progress)
+        finally:
+            leaked = torch.get_default_dtype()
+            torch.set_default_dtype(dtype)
+    if leaked != dtype:
+        raise RuntimeError(f"unit {unit.key} left torch's global default dtype at {leaked} (it was {dtype}; "
+                           "restored): a protocol passes dtypes explicitly or uses runner.default_dtype")
+    prov = records.provenance(wall_time_s=clock.wall_s, device=device, command=command,
+                              parameters={"unit": unit.key, **dict(unit)})
+    prov["started"] = started
+    prov["train_wall_time_s"] = result.pop("train_wall_time_s", None) if isinstance(result, dict) else None
+    prov["time"] = clock.split(data_s=session["data_s"], session=_SESSION, resumed=resumed)
+    records.write_json(_unit_file(folder, unit.key, ".json"),
+                       {"unit": unit.key, "params": dict(unit), "result": _json_safe(result), "provenance": prov})
+    say(f"{tag}: done in {clock.wall_s:.1f} s (this session)")
 
 
 def _selected(key: str, only) -> bool:
@@ -248,38 +328,16 @@ def _close(figs):
         pass
 
 
-def _merged_provenance(docs: dict, cfg: dict, scale: str, device, summary_s: float) -> dict:
-    """One provenance for the record: the units' commit (which must be one), commands, devices, wall times."""
-    provs = {k: d["provenance"] for k, d in docs.items()}
-    commits = sorted({str(p.get("commit")) for p in provs.values()} | {str(p["started"].get("commit"))
-                                                                        for p in provs.values() if "started" in p})
-    if len(commits) != 1:
-        raise ValueError("the units were run at different commits "
-                         + "; ".join(f"{k}: {p.get('commit')}" for k, p in provs.items())
-                         + " — rerun them at one commit before recording")
-    # wall time of the units: fit's own training time (all sessions of a resumed unit) where known
-    wall = sum(float(p.get("train_wall_time_s") or p.get("wall_time_s") or 0.0) for p in provs.values()) + summary_s
-    prov = _results.provenance(wall_time_s=wall, device=str(device), command=_command(),
-                               parameters={"scale": scale, **cfg})
-    prov["record_commit"] = prov["commit"]  # the code that merged the units and computed the summary
-    prov["commit"] = None if commits[0] == "None" else commits[0]  # the code that trained and evaluated them
-    prov["commit_dirty"] = any(bool(p.get("commit_dirty")) for p in provs.values())
-    prov["unit_commands"] = sorted({p["command"] for p in provs.values()})
-    prov["unit_devices"] = sorted({p["device"] for p in provs.values()})
-    prov["units"] = {k: {"wall_time_s": p.get("train_wall_time_s") or p["wall_time_s"], "date": p["date"],
-                         "started": p.get("started", {}).get("date"), "device": p["device"]}
-                     for k, p in provs.items()}
-    return prov
-
-
 def load_record(name: str) -> dict | None:
-    """The recorded ``{"provenance", "data"}`` of ``results/<name>/``, or None (see `smlib.book.results`)."""
-    return _results.load(name)
+    """The recorded ``{"provenance", "data"}`` of ``results/<name>/``, or None (see `smlib.experiments.records`)."""
+    return records.load(name)
 
 
 @contextlib.contextmanager
 def default_dtype(dtype):
-    """Run a block with ``torch.get_default_dtype() == dtype`` (model initialisation independent of the caller's)."""
+    """Build models inside the block with ``torch.get_default_dtype() == dtype`` (initial draws independent
+    of the caller's default). Torch's default is global: it is restored when the block exits, however it
+    exits, and the runner checks after every unit that it is unchanged."""
     import torch
 
     old = torch.get_default_dtype()
@@ -292,12 +350,13 @@ def default_dtype(dtype):
 
 def fit_by_epoch(model, X, objective, options, cfg: dict, *, seed: int, device, progress: bool, checkpoint, callback):
     """`smlib.train.fit` as a protocol runs it: ``cfg``'s epochs, batch size and optimiser, one log line,
-    one checkpoint and one ``callback`` per epoch, resuming from ``checkpoint`` when it exists."""
+    one checkpoint and one ``callback`` per epoch, resuming from ``checkpoint`` when it exists. Timed into
+    the unit's record (:mod:`smlib.experiments.clock`): the loop as training, the callback as evaluation."""
     per_epoch = math.ceil(len(X) / cfg["batch_size"])
-    return train.fit(model, X, objective, options=options, n_epochs=cfg["n_epochs"], batch_size=cfg["batch_size"],
-                     optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"], device=device, seed=seed,
-                     progress=progress, log_every=per_epoch, checkpoint=checkpoint, checkpoint_every=per_epoch,
-                     resume=True, callback=callback)
+    return fit(model, X, objective, options=options, n_epochs=cfg["n_epochs"], batch_size=cfg["batch_size"],
+               optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"], device=device, seed=seed,
+               progress=progress, log_every=per_epoch, checkpoint=checkpoint, checkpoint_every=per_epoch,
+               resume=True, callback=callback)
 
 
 def unit_times(record: dict) -> dict:
@@ -305,11 +364,3 @@ def unit_times(record: dict) -> dict:
     provenance (a loaded record, `smlib.book.reproduction.recorded`), else the wall time of its last session."""
     units = (record.get("provenance") or {}).get("units") or {}
     return {k: float(units.get(k, {}).get("wall_time_s", v)) for k, v in record.get("unit_wall_time_s", {}).items()}
-
-
-def finite(x) -> bool:
-    """True for a finite real number (helper for summaries that must not choke on NaN)."""
-    try:
-        return math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
