@@ -18,7 +18,6 @@ paths are skipped where d·B·weights exceeds a CPU budget, and the JSON says so
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -26,7 +25,7 @@ import torch
 
 from bench import cases, first_layer, mcmc, sm_vs_dsm
 from smlib.book import timing
-from smlib.book import results
+from smlib.experiments import records
 
 # in this order: a run stopped by --budget-s keeps the sections before it
 SECTIONS = ("sm_vs_dsm", "exact_sm", "training_loop", "latent", "ensemble", "scaling", "first_layer", "mcmc", "guards")
@@ -184,7 +183,7 @@ def main(argv=None):
     torch.set_default_dtype(torch.float32)
     load_before = timing.load_average()
     start = time.perf_counter()
-    path = args.out or str(results.results_dir() / f"bench_{device.type}.json")
+    path = args.out or str(records.results_dir() / f"bench_{device.type}.json")
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
 
     def write(doc, final=False):
@@ -204,10 +203,10 @@ def main(argv=None):
              "side by side, interleaved, in this one run" if shared else
              "no other load detected; ratios were measured side by side, interleaved, in this one run"))
         checks = targets(doc, device)
-        out = {"provenance": results.provenance(wall_time_s=wall, device=str(device), command=command.strip(),
+        out = {"provenance": records.provenance(wall_time_s=wall, device=str(device), command=command.strip(),
                                                 parameters=vars(args)),
                "machine": info, "complete": final, "targets": checks, **doc}
-        results.atomic_write_bytes(path, json.dumps(out, indent=1).encode())
+        records.write_json(path, out)
         return info, checks, wall
 
     doc = run(device, args.quick, args.reps, args.only, args.budget_s, on_section=write, loop_seconds=args.loop_seconds)

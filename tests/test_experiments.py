@@ -117,7 +117,9 @@ def test_ci_preset_runs_without_the_book_tool_chain(tmp_path, name):
     assert out.returncode == 0, out.stderr[-3000:]
     rec = json.loads((tmp_path / "results" / f"{name}_ci_custom" / "results.json").read_text())
     for c in rec["data"]["summary"]["claims"]:
-        assert c["verdict"] in (verdicts.HOLDS, verdicts.PARTLY, verdicts.FAILS, verdicts.UNTESTABLE)
+        # a health gate may refuse a rule on these tiny runs ("not testable: <reason>", reason given)
+        assert (c["verdict"] in (verdicts.HOLDS, verdicts.PARTLY, verdicts.FAILS, verdicts.UNTESTABLE)
+                or c["verdict"].startswith(verdicts.NOT_TESTABLE + ": ") and len(c["verdict"]) > 16), c
 
 
 @pytest.mark.slow

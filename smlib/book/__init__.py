@@ -1,7 +1,7 @@
 """Tools of the book, kept apart from the training library: none of `smlib.models`,
 `smlib.objectives`, `smlib.train` imports from here.
 
-* `results`  — recorded results (JSON + PNG) with provenance, and showing them in a chapter;
+* `results`  — a re-export of `smlib.experiments.records` (recorded results and their provenance) for the chapters;
 * `rerun`    — rerun a chapter with papermill parameters (needs the book tool chain);
 * `timing`   — interleaved timings whose ratios are measured side by side (chapters and `bench/`);
 * `reproduction` — a recorded run beside the live one, and the claims tables of the reproductions;

@@ -14,8 +14,8 @@ __all__ = ["recorded", "claims_table", "command", "gate_changes", "rules_table"]
 
 def command(name: str) -> str:
     """The command line that records experiment ``name`` at paper scale on this CPU."""
-    return (f"OMP_NUM_THREADS=1 python -m smlib.experiments {name} --scale paper --device cpu --record "
-            "--no-progress   # resumable: give it again after an interruption")
+    return (f"python -m smlib.experiments {name} --scale paper --device cpu --workers --record "
+            "--no-progress   # one thread per worker, cores - 1 workers; resumable: give it again after an interruption")
 
 
 def recorded(name: str) -> dict | None:
@@ -25,7 +25,13 @@ def recorded(name: str) -> dict | None:
         print(f"recorded (paper scale): nothing recorded yet in results/{name}/. Record it with\n    {command(name)}")
         return None
     p = doc["provenance"]
-    dirty = " (uncommitted changes)" if p.get("commit_dirty") else ""
+    state = p.get("commit_dirty")
+    if state is None and p.get("commit_unknown_reason"):  # never shown as clean when it was not known
+        dirty = f" (uncommitted state unknown: {p['commit_unknown_reason']})"
+    else:
+        dirty = " (uncommitted changes)" if state else ""
+    if p.get("source_changed_since_units"):
+        dirty += " (the code changed between the units and the record: recorded with --allow-dirty-record)"
     wall = p.get("wall_time_s")
     took = f"{wall:.0f} s ({wall / 60:.1f} min) of training and evaluation" if wall is not None else "wall time unknown"
     print(f"recorded (paper scale): results/{name}/, commit {str(p.get('commit'))[:12]}{dirty}, {p.get('date')}, "
