@@ -56,6 +56,20 @@ def test_at_random_rationals_disproves_false_identities_only():
     assert all(isinstance(v, sp.Rational) for v in at_random_rationals(x / (1 + y**2)))
 
 
+def test_sympy_logistic_functions_differentiate_as_their_formulas():
+    from smlib.book.helpers import sigm, softplus
+
+    x = sp.Symbol("x", real=True)
+    for f in (sigm(x), softplus(x), sigm(2 * x + 1) * softplus(x**2)):
+        rule = sp.diff(f, x).rewrite(sp.exp)            # the declared derivative rules
+        formula = sp.diff(f.rewrite(sp.exp), x)         # differentiate the explicit formulas
+        assert sp.simplify(rule - formula) == 0
+    assert sp.diff(softplus(x), x) == sigm(x)
+    assert abs(float(sigm(x).rewrite(sp.exp).subs(x, 0.3)) - 1 / (1 + 2.718281828459045**-0.3)) < 1e-12
+    import smlib.book.helpers as helpers
+    assert helpers.sigm is sigm                           # built once, the same class everywhere
+
+
 def test_record_json_keeps_lists_on_one_line_and_parses_back_exactly():
     import json
     import math
