@@ -7,8 +7,11 @@ from fractions import Fraction
 import torch
 
 from smlib.models.base import EnergyModel
+from smlib.models.mcrbm import MCRBM
+from smlib.models.mpot import MPoT
 
-__all__ = ["randomise", "all_states", "FreeEnergyOnly", "at_random_rationals", "sigm", "softplus"]
+__all__ = ["randomise", "all_states", "FreeEnergyOnly", "at_random_rationals", "covariance_test_models",
+           "sigm", "softplus"]
 
 
 def randomise(model: torch.nn.Module, scale: float = 1.0, *, generator: torch.Generator | None = None,
@@ -47,6 +50,22 @@ class FreeEnergyOnly(EnergyModel):
     def energy(self, v: torch.Tensor) -> torch.Tensor:
         f = getattr(self.model, "free_energy", None) or self.model.energy
         return f(v)
+
+
+def covariance_test_models(n_visible: int, n_factors: int, n_cov: int, n_cov_mpot: int, n_mean: int,
+                           gamma: float, seed: int, scale: float = 0.7) -> tuple[MCRBM, MPoT]:
+    """The random mcRBM and mPoT on which chapter 5 and its second section check every formula.
+
+    Every parameter, biases included, is drawn N(0, scale²) by `randomise` (the mcRBM's pooling
+    matrix through its raw parameter, so P = −softplus(P_raw) stays ≤ 0), from the generators
+    seeded ``seed`` (mcRBM) and ``seed + 1`` (mPoT); torch's global random state is left alone.
+    """
+    with torch.random.fork_rng(devices=[]):        # the constructors' initial draws stay private too
+        mcrbm = randomise(MCRBM(n_visible, n_factors, n_cov, n_mean), scale,
+                          generator=torch.Generator().manual_seed(seed))
+        mpot = randomise(MPoT(n_visible, n_cov_mpot, n_mean, gamma=gamma), scale,
+                         generator=torch.Generator().manual_seed(seed + 1))
+    return mcrbm, mpot
 
 
 def at_random_rationals(expr, n_points: int = 3, seed: int = 0, bound: int = 5) -> list:
