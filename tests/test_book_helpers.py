@@ -4,7 +4,7 @@ import sympy as sp
 import torch
 
 from smlib import objectives
-from smlib.book.helpers import FreeEnergyOnly, all_states, at_random_rationals, randomise
+from smlib.book.helpers import FreeEnergyOnly, all_states, at_random_rationals, covariance_test_models, randomise
 from smlib.models import GRBM, MCRBM, MPoT
 
 
@@ -54,6 +54,33 @@ def test_at_random_rationals_disproves_false_identities_only():
     assert all(v == 0 for v in at_random_rationals(sp.diff(f(x) ** 2, x) - 2 * f(x) * sp.diff(f(x), x)))
     assert all(v == 0 for v in at_random_rationals(sp.sqrt(s**2) - s))        # s > 0 is respected
     assert all(isinstance(v, sp.Rational) for v in at_random_rationals(x / (1 + y**2)))
+
+
+def test_sympy_logistic_functions_differentiate_as_their_formulas():
+    from smlib.book.helpers import sigm, softplus
+
+    x = sp.Symbol("x", real=True)
+    for f in (sigm(x), softplus(x), sigm(2 * x + 1) * softplus(x**2)):
+        rule = sp.diff(f, x).rewrite(sp.exp)            # the declared derivative rules
+        formula = sp.diff(f.rewrite(sp.exp), x)         # differentiate the explicit formulas
+        assert sp.simplify(rule - formula) == 0
+    assert sp.diff(softplus(x), x) == sigm(x)
+    assert abs(float(sigm(x).rewrite(sp.exp).subs(x, 0.3)) - 1 / (1 + 2.718281828459045**-0.3)) < 1e-12
+    import smlib.book.helpers as helpers
+    assert helpers.sigm is sigm                           # built once, the same class everywhere
+
+
+def test_covariance_test_models_are_reproducible_random_and_leave_the_global_rng_alone():
+    torch.manual_seed(3)
+    before = torch.random.get_rng_state()
+    a = covariance_test_models(5, 4, 3, 2, 2, 1.7, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    b = covariance_test_models(5, 4, 3, 2, 2, 1.7, seed=0)
+    c = covariance_test_models(5, 4, 3, 2, 2, 1.7, seed=1)
+    for m_a, m_b, m_c in zip(a, b, c):
+        pa, pb, pc = (torch.cat([p.detach().reshape(-1) for p in m.parameters()]) for m in (m_a, m_b, m_c))
+        assert torch.equal(pa, pb) and not torch.equal(pa, pc) and pa.std() > 0.3    # every parameter drawn
+    assert (a[0].P <= 0).all() and a[1].gamma == 1.7 and a[0].n_visible == a[1].n_visible == 5
 
 
 def test_record_json_keeps_lists_on_one_line_and_parses_back_exactly():

@@ -7,8 +7,11 @@ from fractions import Fraction
 import torch
 
 from smlib.models.base import EnergyModel
+from smlib.models.mcrbm import MCRBM
+from smlib.models.mpot import MPoT
 
-__all__ = ["randomise", "all_states", "FreeEnergyOnly", "at_random_rationals"]
+__all__ = ["randomise", "all_states", "FreeEnergyOnly", "at_random_rationals", "covariance_test_models",
+           "sigm", "softplus"]
 
 
 def randomise(model: torch.nn.Module, scale: float = 1.0, *, generator: torch.Generator | None = None,
@@ -49,6 +52,22 @@ class FreeEnergyOnly(EnergyModel):
         return f(v)
 
 
+def covariance_test_models(n_visible: int, n_factors: int, n_cov: int, n_cov_mpot: int, n_mean: int,
+                           gamma: float, seed: int, scale: float = 0.7) -> tuple[MCRBM, MPoT]:
+    """The random mcRBM and mPoT on which chapter 5 and its second section check every formula.
+
+    Every parameter, biases included, is drawn N(0, scale²) by `randomise` (the mcRBM's pooling
+    matrix through its raw parameter, so P = −softplus(P_raw) stays ≤ 0), from the generators
+    seeded ``seed`` (mcRBM) and ``seed + 1`` (mPoT); torch's global random state is left alone.
+    """
+    with torch.random.fork_rng(devices=[]):        # the constructors' initial draws stay private too
+        mcrbm = randomise(MCRBM(n_visible, n_factors, n_cov, n_mean), scale,
+                          generator=torch.Generator().manual_seed(seed))
+        mpot = randomise(MPoT(n_visible, n_cov_mpot, n_mean, gamma=gamma), scale,
+                         generator=torch.Generator().manual_seed(seed + 1))
+    return mcrbm, mpot
+
+
 def at_random_rationals(expr, n_points: int = 3, seed: int = 0, bound: int = 5) -> list:
     """Exact values of a sympy expression at random rational points, to *disprove* an identity.
 
@@ -80,3 +99,46 @@ def at_random_rationals(expr, n_points: int = 3, seed: int = 0, bound: int = 5) 
         e = e.subs({s: draw(positive=bool(s.is_positive)) for s in e.free_symbols})
         values.append(sp.nsimplify(sp.simplify(e)))
     return values
+
+
+def _logistic_functions() -> dict:
+    """The sympy functions sigm and softplus with their derivative rules (built on first use)."""
+    import sympy as sp
+
+    class sigm(sp.Function):
+        """Logistic sigmoid σ(a) = 1/(1 + e^{−a}), with σ' = σ(1 − σ); ``.rewrite(sp.exp)`` gives the formula.
+
+        Declared as a function with its derivative rule, identities stay polynomial in σ(a), which
+        sympy decides exactly; the rule is checked against the formula in chapter 4 and the tests.
+        """
+
+        def fdiff(self, argindex=1):
+            s = sigm(self.args[0])
+            return s * (1 - s)
+
+        def _eval_rewrite_as_exp(self, arg, **kwargs):
+            return 1 / (1 + sp.exp(-arg))
+
+    class softplus(sp.Function):
+        """softplus(a) = log(1 + e^a), with softplus' = sigm; ``.rewrite(sp.exp)`` gives the formula."""
+
+        def fdiff(self, argindex=1):
+            return sigm(self.args[0])
+
+        def _eval_rewrite_as_exp(self, arg, **kwargs):
+            return sp.log(1 + sp.exp(arg))
+
+    return {"sigm": sigm, "softplus": softplus}
+
+
+_LOGISTIC: dict = {}
+
+
+def __getattr__(name: str):
+    # sigm and softplus are sympy classes: build them on first access, so that importing the
+    # torch helpers above does not import sympy.
+    if name in ("sigm", "softplus"):
+        if not _LOGISTIC:
+            _LOGISTIC.update(_logistic_functions())
+        return _LOGISTIC[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
