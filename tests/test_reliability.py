@@ -129,7 +129,7 @@ def test_cuda_without_a_gpu_is_a_value_error():
 
 
 def test_model_constructors_check_their_sizes():
-    with pytest.raises(ValueError, match=r"dim \(the number of visible dimensions\) must be an integer >= 1, got 2.5"):
+    with pytest.raises(ValueError, match=r"^n_visible must be an integer >= 1, got 2.5"):  # the user's argument
         GRBM(2.5, 3)
     with pytest.raises(ValueError, match="must be an integer >= 1, got -2"):
         MLPEnergy(-2)

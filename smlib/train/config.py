@@ -61,9 +61,10 @@ class GuardConfig:
         A value the loss cannot cross; None: the objective's own (0 for DSM and AE).
     stall_steps : int or None
         Window of the stall check: stop when, over the last ``stall_steps`` steps, the loss
-        changed by less than ``stall_rtol`` relative to its size while ‖θ‖ grew by at least
-        ``stall_growth``× — a run moving its parameters without changing its loss (e.g. a
-        score-matching loss stuck at exactly 0 while the weights run away). None: no stall check.
+        changed by less than ``stall_rtol`` relative to its size while ‖θ‖ kept growing and
+        stands at ``stall_growth``× or more its scale at the start — a run moving its parameters
+        without changing its loss (e.g. a score-matching loss stuck at exactly 0 while the
+        weights run away). None: no stall check.
     stall_rtol : float ≥ 0
     stall_growth : float > 1
     """
