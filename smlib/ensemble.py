@@ -25,7 +25,10 @@ would train — same initialisation, same data order, same noise / projections, 
 to floating-point round-off (batched matrix products sum in another order). Like `fit`, the
 run leaves torch's global generator as it was, and each member has `fit`'s guards: a non-finite
 loss names the member, and the :class:`smlib.train.step.DivergenceGuard` of
-``config.divergence_guard`` watches each member's loss and parameter norm. Energy models only.
+``config.divergence_guard`` watches each member's loss and parameter norm; checkpoints are
+``fit``'s (atomic, the same careful loader, the run configuration compared on resume, with the
+members' seeds and σ), and a resumed run ends bit-identical to an uninterrupted one on CPU.
+Energy models only.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ import copy
 import dataclasses
 import math
 import time
+from pathlib import Path
 
 import torch
 from torch.func import grad_and_value, stack_module_state, vmap
@@ -44,16 +48,18 @@ from smlib.models.mlp_derivatives import functional_score_divergence
 from smlib.objectives import registry
 from smlib.objectives.derivatives import _diag_jvp
 from smlib.scores import functional_score
+from smlib.train.batches import TensorBatches
+from smlib.train.checkpoint import CHECKPOINT_FORMAT, CheckpointError, resume_checkpoint, save_checkpoint
 from smlib.train.config import TrainConfig
 from smlib.train.history import History
 from smlib.train.setup import make_optimizer, resolve_device
+from smlib.train.state import apply_changes, run_config
 from smlib.train.step import DivergenceGuard
 
 __all__ = ["fit_ensemble"]
 
 #: TrainConfig settings fit_ensemble does not implement (each must keep its default)
-_UNSUPPORTED = ("n_epochs", "drop_last", "lr_schedule", "grad_clip", "fast", "callback_every", "checkpoint",
-                "checkpoint_every", "resume", "allow_changes", "seed")
+_UNSUPPORTED = ("n_epochs", "drop_last", "lr_schedule", "grad_clip", "fast", "callback_every", "seed")
 
 
 class _Member:
@@ -127,9 +133,9 @@ def fit_ensemble(make_model, n_models=None, data=None, objective="dsm", config: 
     config : TrainConfig, optional
         As for :func:`smlib.train.fit` (``n_steps``, ``batch_size``, ``optimizer`` by name, ``lr``,
         ``momentum``, ``weight_decay``, ``device``, ``progress`` — off unless asked —,
-        ``log_every``, ``divergence_guard``); the other settings (checkpoints, schedules,
-        clipping, epochs, ``seed``: use ``seeds``) are not implemented here and must keep
-        their defaults.
+        ``log_every``, ``divergence_guard``, ``checkpoint``, ``checkpoint_every``, ``resume``,
+        ``allow_changes``); the other settings (schedules, clipping, epochs, ``seed``: use
+        ``seeds``) are not implemented here and must keep their defaults.
     seeds : list of int, optional
         Per-member seed of the initialisation, data order and noise; default ``0, …, M−1``.
         Equal seeds with different σ give common random numbers (same init, order and ε).
@@ -210,10 +216,9 @@ def _train(members, data, objective, sigmas, seeds, c, device):
     base = copy.deepcopy(members[0]).to("meta")
     opt = make_optimizer(c.optimizer, list(params.values()), c.lr, c.momentum, c.weight_decay)
     sigma_t = None if sigmas is None else torch.tensor(sigmas, dtype=dtype, device=device)
-
     has_noise = type(objective).draw is not registry.ObjectiveConfig.draw  # DSM ε, SSM v; SM none
     step_fn = vmap(grad_and_value(_member_loss(base, objective)), in_dims=(0, 0, 0, 0 if has_noise else None,
-                                                         None if sigma_t is None else 0))
+                                                                           None if sigma_t is None else 0))
 
     # per member, as fit: a data-order generator and the noise generator, both seeded with seeds[m]
     order = [torch.Generator().manual_seed(s) for s in seeds]
@@ -223,44 +228,59 @@ def _train(members, data, objective, sigmas, seeds, c, device):
                                     label=f"{objective.name} (member {m})", initial_norm=v)
         for m, v in enumerate(_norms(params).tolist())]
     per_epoch = math.ceil(n / B)
-    history = History()
-    acc, n_acc = torch.zeros(M, dtype=torch.float64, device=device), 0
+    st = {"step": 0, "perms": None, "history": History(), "acc": torch.zeros(M, dtype=torch.float64, device=device),
+          "n_acc": 0, "changes": []}
+    held = (params, buffers, opt, order, noise_gen, guards)
+    run = None
+    if c.checkpoint is not None:
+        run = run_config(members[0], registry.Objective.from_settings(objective), c, opt,
+                         TensorBatches(data, B, False, None, device), None if guards is None else guards[0])
+        run["ensemble"] = {"seeds": list(seeds), "sigmas": sigmas}
+        if c.resume and Path(c.checkpoint).exists():
+            ck, changes = resume_checkpoint(c, run)
+            _load(ck, st, held, c.checkpoint, device)
+            apply_changes(opt, None, c, {x["setting"] for x in changes})
+            st["changes"] += [{**x, "step": ck["step"]} for x in changes]
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=c.n_steps, disable=not c.progress, desc=f"fit_ensemble[{objective.name}×{M}]")
+    bar = tqdm(total=c.n_steps, initial=st["step"], disable=not c.progress, desc=f"fit_ensemble[{objective.name}×{M}]")
     t0 = time.perf_counter()
-    step, perms = 0, None
     try:
-        while step < c.n_steps:
-            b = step % per_epoch
-            epoch = step // per_epoch
+        while st["step"] < c.n_steps:
+            b, epoch = st["step"] % per_epoch, st["step"] // per_epoch
             if b == 0:
-                perms = torch.stack([torch.randperm(n, generator=g) for g in order]).to(device)  # (M, n)
-            x = data[perms[:, b * B : (b + 1) * B]]  # (M, b, d)
+                st["perms"] = torch.stack([torch.randperm(n, generator=g) for g in order]).to(device)  # (M, n)
+            x = data[st["perms"][:, b * B : (b + 1) * B]]  # (M, b, d)
             noise = torch.stack([objective.draw(x[0], g) for g in noise_gen]) if has_noise else None
             with _checks.disabled():  # data and options were checked above; inside vmap a check cannot sync
                 grads, losses = step_fn(params, buffers, x, noise, sigma_t)
             losses = losses.detach()
             if not bool(torch.isfinite(losses).all()):
                 bad = [m for m in range(M) if not math.isfinite(float(losses[m]))]
-                raise FloatingPointError(f"non-finite loss of member(s) {bad} at step {step + 1} (epoch {epoch})")
+                raise FloatingPointError(f"non-finite loss of member(s) {bad} at step {st['step'] + 1} (epoch {epoch})")
             for name, p in params.items():
                 p.grad = grads[name]
             opt.step()
-            step += 1
+            st["step"] += 1
+            step = st["step"]
             _guard(guards, step, epoch, losses, params)
-            acc += losses.to(torch.float64)
-            n_acc += 1
+            st["acc"] += losses.to(torch.float64)
+            st["n_acc"] += 1
             if step % c.log_every == 0 or step == c.n_steps:
-                mean = (acc / n_acc).tolist()
-                history.log(step, epoch, loss=sum(mean) / M, lr=opt.param_groups[0]["lr"],
-                            **{f"loss_{m}": v for m, v in enumerate(mean)})
-                acc, n_acc = torch.zeros_like(acc), 0
+                mean = (st["acc"] / st["n_acc"]).tolist()
+                st["history"].log(step, epoch, loss=sum(mean) / M, lr=opt.param_groups[0]["lr"],
+                                  **{f"loss_{m}": v for m, v in enumerate(mean)})
+                st["acc"], st["n_acc"] = torch.zeros_like(st["acc"]), 0
                 bar.set_postfix(loss=f"{sum(mean) / M:.4g}", refresh=False)
             bar.update(1)
+            if c.checkpoint_every and step % c.checkpoint_every == 0:
+                t0 = _save(c.checkpoint, st, held, run, per_epoch, t0)
     finally:
         bar.close()
-        history.wall_time += time.perf_counter() - t0
+        st["history"].wall_time += time.perf_counter() - t0
+        t0 = time.perf_counter()
+    if c.checkpoint is not None:
+        _save(c.checkpoint, st, held, run, per_epoch, t0)
 
     with torch.no_grad():
         for m, member in enumerate(members):
@@ -268,7 +288,45 @@ def _train(members, data, objective, sigmas, seeds, c, device):
                 p.copy_(params[name][m])
             for name, buf in member.named_buffers():
                 buf.copy_(buffers[name][m])
-    return members, history
+    return members, st["history"]
+
+
+def _save(path, st, held, run, per_epoch, t0):
+    """A checkpoint in fit's format: the stacked parameters, optimiser, every member's generators and guard."""
+    params, buffers, opt, order, noise_gen, guards = held
+    st["history"].wall_time += time.perf_counter() - t0
+    save_checkpoint(path, {
+        "format": CHECKPOINT_FORMAT, "step": st["step"], "epoch": st["step"] // per_epoch,
+        "batch_in_epoch": st["step"] % per_epoch,
+        "model": {"params": {k: v.detach().clone() for k, v in params.items()},
+                  "buffers": {k: v.detach().clone() for k, v in buffers.items()}},
+        "optimizer": opt.state_dict(), "scheduler": None, "objective_state": None,
+        "rng": {"order": [g.get_state() for g in order], "noise": [g.get_state() for g in noise_gen]},
+        "perm": None if st["perms"] is None else st["perms"].cpu(),
+        "log_window": {"acc": st["acc"].cpu(), "n": st["n_acc"]}, "history": st["history"].state_dict(),
+        "guard": None if guards is None else [g.state_dict() for g in guards], "config": run,
+        "changes": list(st["changes"])})
+    return time.perf_counter()
+
+
+def _load(ck, st, held, path, device):
+    params, buffers, opt, order, noise_gen, guards = held
+    try:
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(ck["model"]["params"][k])
+            for k, b in buffers.items():
+                b.copy_(ck["model"]["buffers"][k])
+        opt.load_state_dict(ck["optimizer"])
+        for g, s in zip(order + noise_gen, ck["rng"]["order"] + ck["rng"]["noise"], strict=True):
+            g.set_state(s)
+    except (KeyError, RuntimeError, ValueError, TypeError) as err:
+        raise CheckpointError(f"checkpoint {path} does not fit this ensemble: {str(err).splitlines()[0]}") from None
+    for g, s in zip(guards or (), ck.get("guard") or ()):
+        g.load_state_dict(s)
+    st.update(step=ck["step"], perms=None if ck["perm"] is None else ck["perm"].to(device),
+              history=History.from_state_dict(ck["history"]), acc=ck["log_window"]["acc"].to(device),
+              n_acc=ck["log_window"]["n"], changes=list(ck.get("changes", [])))
 
 
 def _norms(params) -> torch.Tensor:

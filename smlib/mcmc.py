@@ -43,9 +43,8 @@ import torch
 from smlib import samplers
 from smlib._checks import check_choice, check_data, check_int, check_nonnegative, check_positive
 
-__all__ = ["MCMCEstimator", "CD", "PCD", "FPCD", "LangevinCD", "SAMPLERS"]
+__all__ = ["MCMCEstimator", "CD", "PCD", "FPCD", "LangevinCD", "SAMPLERS"]  # SAMPLERS: the one list of samplers
 
-#: the samplers an estimator can use (the one list; `smlib.objectives.registry` reads it)
 SAMPLERS = ("auto", "gibbs", "langevin", "mala", "hmc")
 
 

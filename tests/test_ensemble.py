@@ -141,11 +141,30 @@ def test_the_divergence_guard_watches_every_member():
 
 
 def test_settings_it_does_not_implement_are_refused_by_name():
-    with pytest.raises(ValueError, match=r"does not implement \['lr_schedule', 'checkpoint'\]"):
-        fit_ensemble(make, 2, data2d(), "dsm", sigma=0.3, n_steps=2, lr_schedule="cosine", checkpoint="run.pt")
+    with pytest.raises(ValueError, match=r"does not implement \['lr_schedule', 'grad_clip'\]"):
+        fit_ensemble(make, 2, data2d(), "dsm", sigma=0.3, n_steps=2, lr_schedule="cosine", grad_clip=1.0)
     with pytest.raises(TypeError, match="unexpected keyword argument 'sigmaa'"):
         fit_ensemble(make, 2, data2d(), "dsm", sigmaa=0.3, n_steps=2)
     with pytest.raises(ValueError, match="option 'n_slices' of objective 'ssm' must be >= 1"):
         fit_ensemble(make, 2, data2d(), "ssm", n_slices=0, n_steps=2)
     with pytest.raises(TypeError, match="sigmas are DSM's noise levels"):
         fit_ensemble(make, None, data2d(), "sm", sigmas=[0.1, 0.2], n_steps=2)
+
+
+def test_checkpoint_resume_is_bit_identical_and_checked(tmp_path):
+    common = dict(sigmas=[0.2, 0.5], seeds=[1, 2], batch_size=16, lr=1e-2)
+    whole, h_whole = fit_ensemble(make, None, data2d(), "dsm", n_steps=11, **common)
+    path = tmp_path / "ens.pt"
+    fit_ensemble(make, None, data2d(), "dsm", n_steps=5, checkpoint=path, **common)  # "killed" at step 5, mid-epoch
+    ck = train.load_checkpoint(path)
+    assert ck["step"] == 5 and ck["config"]["ensemble"] == {"seeds": [1, 2], "sigmas": [0.2, 0.5]}
+    resumed, h = fit_ensemble(make, None, data2d(), "dsm", n_steps=11, checkpoint=path, resume=True, **common)
+    for a, b in zip(whole, resumed):
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.equal(p, q)
+    assert h["loss"] == h_whole["loss"] and h.steps == h_whole.steps
+    with pytest.raises(train.CheckpointError, match=r"ensemble.sigmas: checkpoint \[0.2, 0.5\], now \[0.2, 0.6\]"):
+        fit_ensemble(make, None, data2d(), "dsm", n_steps=12, checkpoint=path, resume=True,
+                     **{**common, "sigmas": [0.2, 0.6]})
+    with pytest.raises(train.CheckpointError, match="lr: checkpoint 0.01, now 0.02"):
+        fit_ensemble(make, None, data2d(), "dsm", n_steps=12, checkpoint=path, resume=True, **{**common, "lr": 2e-2})

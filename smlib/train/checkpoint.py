@@ -22,7 +22,7 @@ from smlib._io import atomic_write
 from smlib.train.config import CHANGEABLE, _allowed
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "compare_configs",
-           "CHANGEABLE", "allows"]
+           "CHANGEABLE", "allows", "resume_checkpoint"]
 
 #: /3: the run configuration is TrainConfig's fields (momentum at the top level) and the guard's settings
 CHECKPOINT_FORMAT = "smlib.fit/3"
@@ -124,5 +124,19 @@ def compare_configs(path, saved: dict, current: dict, allow=()) -> list[dict]:
     changes = [{"setting": k, "from": a, "to": b} for k, a, b in diffs]
     if changes:
         warnings.warn(f"resuming {path} with changed settings: "
-                      + "; ".join(f"{c['setting']} {c['from']!r} -> {c['to']!r}" for c in changes), stacklevel=5)
+                      + "; ".join(f"{c['setting']} {c['from']!r} -> {c['to']!r}" for c in changes), stacklevel=6)
     return changes
+
+
+def resume_checkpoint(config, run: dict) -> tuple[dict, list[dict]]:
+    """The checkpoint ``config.checkpoint`` and its allowed changes, checked against the run configuration
+    ``run`` (:func:`compare_configs`) and against ``config``'s length (a checkpoint past ``n_steps`` or
+    ``n_epochs`` cannot give a shorter run)."""
+    ck = load_checkpoint(config.checkpoint)
+    changes = compare_configs(config.checkpoint, ck["config"], run, config.allow_changes)
+    if config.n_steps is not None and ck["step"] > config.n_steps:
+        raise ValueError(f"checkpoint {config.checkpoint} is at step {ck['step']}, beyond n_steps={config.n_steps}: "
+                         "a resume cannot return a model trained for fewer steps")
+    if config.n_epochs is not None and ck["epoch"] > config.n_epochs:
+        raise ValueError(f"checkpoint {config.checkpoint} is at epoch {ck['epoch']}, beyond n_epochs={config.n_epochs}")
+    return ck, changes

@@ -10,11 +10,11 @@ import torch
 from smlib.objectives import registry
 from smlib.train import cuda_graph as graph
 from smlib.train.batches import TensorBatches, as_batches
-from smlib.train.checkpoint import allows, compare_configs, load_checkpoint, save_checkpoint
+from smlib.train.checkpoint import allows, resume_checkpoint, save_checkpoint
 from smlib.train.config import TrainConfig
 from smlib.train.history import History
 from smlib.train.setup import capturable, make_optimizer, make_schedule, resolve_device
-from smlib.train.state import TrainState, run_config
+from smlib.train.state import TrainState, apply_changes, run_config
 from smlib.train.step import DivergenceGuard, EagerStep, sum_squares
 
 __all__ = ["fit", "fast_path_plan", "TrainConfig"]
@@ -196,24 +196,10 @@ def _len(batches):
 
 
 def _resume(state, c, run, device):
-    ck = load_checkpoint(c.checkpoint)
-    changes = compare_configs(c.checkpoint, ck["config"], run, c.allow_changes)
-    if c.n_steps is not None and ck["step"] > c.n_steps:
-        raise ValueError(f"checkpoint {c.checkpoint} is at step {ck['step']}, beyond n_steps={c.n_steps}: "
-                         "a resume cannot return a model trained for fewer steps")
-    if c.n_epochs is not None and ck["epoch"] > c.n_epochs:
-        raise ValueError(f"checkpoint {c.checkpoint} is at epoch {ck['epoch']}, beyond n_epochs={c.n_epochs}")
+    ck, changes = resume_checkpoint(c, run)
     changed = {c_["setting"] for c_ in changes}
     state.load_state_dict(ck, c.checkpoint, device, objective_changed=any(allows("objective", k) for k in changed))
-    for group in state.opt.param_groups:  # allowed optimiser changes take effect now
-        if "lr" in changed:
-            group["lr"] = c.lr
-        if "momentum" in changed and "momentum" in group:
-            group["momentum"] = c.momentum
-        if "weight_decay" in changed:
-            group["weight_decay"] = c.weight_decay
-    if "lr" in changed and state.sched is not None:
-        state.sched.base_lrs = [c.lr for _ in state.sched.base_lrs]
+    apply_changes(state.opt, state.sched, c, changed)
     state.changes += [{**c_, "step": ck["step"]} for c_ in changes]
 
 

@@ -12,7 +12,7 @@ from smlib.train.checkpoint import CHECKPOINT_FORMAT
 from smlib.train.config import NOT_RUN_SETTINGS
 from smlib.train.history import History
 
-__all__ = ["TrainState", "run_config"]
+__all__ = ["TrainState", "run_config", "apply_changes"]
 
 
 def _jsonable(value):
@@ -48,6 +48,19 @@ def run_config(model, objective, config, opt, batches, guard) -> dict:
     cfg["objective"] = {"name": objective.label, **{k: _jsonable(v) for k, v in objective.config()["options"].items()}}
     cfg["data"] = fingerprint(batches)
     return cfg
+
+
+def apply_changes(opt, sched, config, changed) -> None:
+    """Apply the allowed optimiser changes of a resume (names in ``changed``) from ``config`` now."""
+    for group in opt.param_groups:
+        if "lr" in changed:
+            group["lr"] = config.lr
+        if "momentum" in changed and "momentum" in group:
+            group["momentum"] = config.momentum
+        if "weight_decay" in changed:
+            group["weight_decay"] = config.weight_decay
+    if "lr" in changed and sched is not None:
+        sched.base_lrs = [config.lr for _ in sched.base_lrs]
 
 
 class TrainState:
