@@ -13,6 +13,7 @@ Guards, every step, at the cost of two host synchronisations:
 """
 from __future__ import annotations
 
+import collections
 import math
 
 import torch
@@ -122,7 +123,8 @@ class DivergenceGuard:
         self.factor, self.lower_bound, self.label = self.settings.factor, self.settings.lower_bound, label
         self.loss_scale = None
         self.norm_scale = initial_norm if initial_norm else None
-        self.window = []  # (loss, ‖θ‖) of the last stall_steps + 1 steps
+        n = self.settings.stall_steps
+        self.window = collections.deque(maxlen=None if n is None else n + 1)  # (loss, ‖θ‖) of the last n + 1 steps
 
     @classmethod
     def from_config(cls, config: GuardConfig, *, objective_bound=None, label="", initial_norm=None):
@@ -136,7 +138,8 @@ class DivergenceGuard:
 
     def load_state_dict(self, state: dict) -> None:
         self.loss_scale, self.norm_scale = state["loss_scale"], state["norm_scale"]
-        self.window = [tuple(w) for w in state.get("window", [])]
+        self.window.clear()
+        self.window.extend(tuple(w) for w in state.get("window", []))
 
     def check(self, step: int, epoch: int, loss: float, norm: float) -> None:
         where = f"at step {step} (epoch {epoch}) with objective {self.label!r}"
@@ -164,13 +167,13 @@ class DivergenceGuard:
         self.window.append((loss, norm))
         if len(self.window) <= n:
             return
-        del self.window[:-(n + 1)]
+        first, last = self.window[0][1], norm
+        start = self.norm_scale or first
+        if not (last > first * _STILL_GROWING and last >= self.settings.stall_growth * start):
+            return  # the cheap test first: the loss is read only while ‖θ‖ runs away
         losses = [w[0] for w in self.window]
         spread, size = max(losses) - min(losses), max(abs(v) for v in losses)
-        first, last = self.window[0][1], self.window[-1][1]
-        start = self.norm_scale or first
-        if spread <= self.settings.stall_rtol * size and last > first * _STILL_GROWING \
-                and last >= self.settings.stall_growth * start:
+        if spread <= self.settings.stall_rtol * size:
             raise DivergenceError(
                 f"training diverged {where}: over the last {n} steps the loss stayed at {loss:.6g} (relative change "
                 f"{0.0 if size == 0 else spread / size:.2g} ≤ {self.settings.stall_rtol:g}) while the parameter norm ‖θ‖ "
