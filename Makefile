@@ -25,7 +25,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION = 1
 # the book, the tests and reruns read and write recorded results here (smlib.book.results)
 export SMLIB_RESULTS_DIR ?= $(CURDIR)/results
 
-.PHONY: help venv book test unit chapters rerun browser-deps test-browser bench device-check device-check-dry clean distclean
+.PHONY: help venv lab lint book test unit chapters rerun browser-deps test-browser bench device-check device-check-dry clean distclean
 
 help:
 	@sed -n '2,5p' Makefile
@@ -51,14 +51,20 @@ $(MATHJAX):
 	@test -f $@
 
 ## --- book ---------------------------------------------------------------------------------
-# The execution cache is keyed by each notebook's code only; it is dropped whenever smlib,
-# the recorded results or the installed packages change, so no page shows a stale result.
+# What a chapter's outputs depend on besides its code: smlib, the recorded results, the installed
+# packages. The book's execution cache is dropped when this key changes, and `make test` stores the
+# chapters it executed under _build/executed/<key>, which `make book` offers to that cache
+# (book/prime_cache.py), so CI executes each chapter once and no page shows a stale result.
+EXEC_KEY = (find smlib results -type f \( -name '*.py' -o -name '*.json' \) -print0 | sort -z | xargs -0 sha256sum; \
+            $(PY) -m pip freeze) | sha256sum | cut -c1-16
+
 book: $(STAMP) $(MATHJAX)
 	@mkdir -p _build
-	@key=$$( (find smlib results -type f \( -name '*.py' -o -name '*.json' \) -print0 | sort -z | xargs -0 sha256sum; \
-	          $(PY) -m pip freeze) | sha256sum | cut -c1-16); \
+	@key=$$($(EXEC_KEY)); \
 	 if [ "$$(cat _build/.cache-key 2>/dev/null)" != "$$key" ]; then \
-	   rm -rf _build/.jupyter_cache _build/html _build/.doctrees _build/jupyter_execute; echo "$$key" > _build/.cache-key; fi
+	   rm -rf _build/.jupyter_cache _build/html _build/.doctrees _build/jupyter_execute; echo "$$key" > _build/.cache-key; fi; \
+	 if [ -d "_build/executed/$$key" ] && [ "$(BOOK_EXECUTE)" = cache ]; then \
+	   $(PY) book/prime_cache.py "_build/executed/$$key" _build/.jupyter_cache; fi
 	@# BOOK_EXECUTE=off builds without running chapters (a quick reference check); figure labels
 	@# only exist in executed notebooks, so that mode alone ignores unresolved {numref}s.
 	$(PY) -c "import yaml; c=yaml.safe_load(open('_config.yml')); m='$(BOOK_EXECUTE)'; c['execute']['execute_notebooks']=m; \
@@ -69,18 +75,37 @@ book: $(STAMP) $(MATHJAX)
 	@echo "book: _build/html/index.html"
 
 ## --- tests --------------------------------------------------------------------------------
-# One pytest run: unit tests and every chapter (nbval executes each code cell; an assert that
-# fails fails the run). A run that collects nothing exits 5 and so fails too.
+# One pytest run: ruff, the unit tests and every chapter (nbval executes each code cell; an assert
+# that fails fails the run; chapters/conftest.py loads the plugin). A run that collects nothing
+# exits 5 and so fails too. Each chapter that passes is kept for `make book` (see above).
 test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax --nbval-current-env \
-	    --nbval-cell-timeout=900 tests $(CHAPTERS) $(PYTEST_ARGS)
+	$(PY) -m ruff check smlib tests bench book chapters
+	@key=$$($(EXEC_KEY)); rm -rf _build/executed; \
+	 SMLIB_EXECUTED_DIR=_build/executed/$$key $(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax \
+	    --nbval-current-env --nbval-cell-timeout=900 tests $(CHAPTERS) $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) --dist loadfile tests $(PYTEST_ARGS)
 
 chapters: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax --nbval-current-env \
-	    --nbval-cell-timeout=900 $(CHAPTERS) $(PYTEST_ARGS)
+	@key=$$($(EXEC_KEY)); \
+	 SMLIB_EXECUTED_DIR=_build/executed/$$key $(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax \
+	    --nbval-current-env --nbval-cell-timeout=900 $(CHAPTERS) $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check smlib tests bench book chapters
+
+## --- chapters as tutorials: JupyterLab on this environment -------------------------------------
+# Opens every chapters/*.md as a notebook (jupytext; edits are saved back to the .md) with the
+# kernel that has smlib. JupyterLab is the [lab] extra, not part of `make test` or `make book`.
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+LAB_ARGS ?=
+lab: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[lab]"
+	$(PY) -c "import json,pathlib; p=pathlib.Path('$(LAB_OVERRIDES)'); p.parent.mkdir(parents=True, exist_ok=True); \
+	  json.dump({'@jupyterlab/docmanager-extension:plugin': {'defaultViewers': {'markdown': 'Jupytext Notebook', 'myst': 'Jupytext Notebook'}}}, p.open('w'))"
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) $(LAB_ARGS) \
+	    chapters/01_ebm_maximum_likelihood.md
 
 ## --- reruns at other parameters (papermill) -------------------------------------------------
 rerun: $(STAMP)

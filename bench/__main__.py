@@ -4,9 +4,11 @@ Times one training step (loss + backward + optimiser update, float32) of every e
 network sizes of the DEEN experiments, against our own plain reference code in
 ``bench/reference.py`` (the per-dimension autograd loop, the plain eager training loop, members
 trained one after the other, the CUDA-graph floor), all in one run and interleaved, so that
-*ratios* are measured side by side. Prints a table and writes ``results/bench_<device>.json``
-with provenance (command, commit, date, versions), the machine (threads, cores, load) and the
-targets of the speed issue with whether they are met.
+*ratios* are measured side by side; and (section ``sm_vs_dsm``, issue 26) the exact-SM / DSM step
+ratio of the DEEN image energies, eager and in a CUDA graph, with TF32 checked against float64.
+Prints a table and writes ``results/bench_<device>.json`` (after every section) with provenance
+(command, commit, date, versions), the machine (threads, cores, load) and the targets of the speed
+issue with whether they are met.
 
 On a GPU machine: ``make bench BENCH_ARGS="--device cuda"`` (10–20 minutes, most of it torch.compile).
 On CPU: ``make bench`` (full sizes, 4–7 minutes on a shared 2-core machine; the O(d) exact-SM
@@ -22,11 +24,12 @@ import time
 
 import torch
 
-from bench import cases, mcmc
+from bench import cases, first_layer, mcmc, sm_vs_dsm
 from smlib.book import timing
 from smlib.book import results
 
-SECTIONS = ("exact_sm", "training_loop", "latent", "ensemble", "scaling", "first_layer", "mcmc", "guards")
+# in this order: a run stopped by --budget-s keeps the sections before it
+SECTIONS = ("sm_vs_dsm", "exact_sm", "training_loop", "latent", "ensemble", "scaling", "first_layer", "mcmc", "guards")
 
 
 def _device(name):
@@ -38,31 +41,44 @@ def _device(name):
     return device
 
 
-def run(device, quick, reps, sections):
-    """Run the selected sections; return the JSON document (without provenance)."""
+def run(device, quick, reps, sections, budget_s=None, on_section=None, loop_seconds=None):
+    """Run the selected sections in the order of ``SECTIONS``; return the JSON document (without provenance).
+
+    ``budget_s``: start no section after this many seconds (the skipped ones are listed under
+    ``"skipped_sections"``); ``on_section(doc)`` is called after each section (to write what is done);
+    ``loop_seconds``: how long the plain eager loop runs per timing in ``training_loop``.
+    """
     cpu = device.type == "cpu"
     nets = cases.QUICK_NETWORKS if quick else cases.NETWORKS
+    fl_nets = first_layer.QUICK_FIRST_LAYER_NETWORKS if quick else first_layer.FIRST_LAYER_NETWORKS
+    jobs = {
+        "sm_vs_dsm": lambda: sm_vs_dsm.sm_vs_dsm(sm_vs_dsm.QUICK_NETWORKS if quick else sm_vs_dsm.NETWORKS, device,
+                                                 reps),
+        "exact_sm": lambda: cases.exact_sm(nets, device, reps),
+        "training_loop": lambda: cases.training_loop(nets, device, max(3, reps // 3),
+                                                     loop_seconds or (0.6 if quick else 1.5)),
+        "latent": lambda: cases.latent(device, reps, quick),
+        "ensemble": lambda: cases.ensemble(device, 3, [8] if quick else [4, 8, 16], 5 if cpu else 20,
+                                           (45 if quick else 105) if cpu else 220),
+        "scaling": lambda: cases.scaling(device, max(3, reps // 2), [2, 8, 32, 128] if quick else [2, 8, 32, 128, 512],
+                                         [16, 64, 256] if quick else [16, 64, 256, 1024]),
+        "first_layer": lambda: first_layer.first_layer(fl_nets, device, reps,  # issue 11
+                                                       [2, 32, 128] if quick else [2, 8, 32, 128, 512]),
+        "mcmc": lambda: mcmc.mcmc(device, reps, quick),  # issues 10 and 15
+        "guards": lambda: mcmc.guards(device, reps, quick),  # issue 13
+    }
     doc = {}
-    if "exact_sm" in sections:
-        doc["exact_sm"] = cases.exact_sm(nets, device, reps)
-    if "training_loop" in sections:
-        doc["training_loop"] = cases.training_loop(nets, device, max(3, reps // 3), 0.6 if quick else 1.5)
-    if "latent" in sections:
-        doc["latent"] = cases.latent(device, reps, quick)
-    if "ensemble" in sections:
-        sizes = [8] if quick else [4, 8, 16]
-        doc["ensemble"] = cases.ensemble(device, 3, sizes, 5 if cpu else 20, (45 if quick else 105) if cpu else 220)
-    if "scaling" in sections:
-        dims = [2, 8, 32, 128] if quick else [2, 8, 32, 128, 512]
-        batches = [16, 64, 256] if quick else [16, 64, 256, 1024]
-        doc["scaling"] = cases.scaling(device, max(3, reps // 2), dims, batches)
-    if "first_layer" in sections:  # issue 11
-        doc["first_layer"] = cases.first_layer(cases.QUICK_FIRST_LAYER_NETWORKS if quick else cases.FIRST_LAYER_NETWORKS,
-                                               device, reps, [2, 32, 128] if quick else [2, 8, 32, 128, 512])
-    if "mcmc" in sections:  # issues 10 and 15
-        doc["mcmc"] = mcmc.mcmc(device, reps, quick)
-    if "guards" in sections:  # issue 13
-        doc["guards"] = mcmc.guards(device, reps, quick)
+    start = time.perf_counter()
+    for name in SECTIONS:
+        if name not in sections:
+            continue
+        if budget_s is not None and time.perf_counter() - start > budget_s:
+            doc.setdefault("skipped_sections", []).append(name)
+            print(f"{name}: skipped, the budget of {budget_s:g} s is spent", flush=True)
+            continue
+        doc[name] = jobs[name]()
+        if on_section is not None:
+            on_section(doc)
     return doc
 
 
@@ -94,7 +110,8 @@ def targets(doc, device):
     for row in doc.get("ensemble", []):
         add(f"ensemble of {row['n_models']} vs sequential fit (speed-up)", row["speedup_vs_sequential_fit"],
             "> 1 (no fixed target)", lambda v: v > 1)
-    out.extend(cases.first_layer_targets(doc))
+    out.extend(first_layer.first_layer_targets(doc))
+    out.extend(sm_vs_dsm.sm_vs_dsm_targets(doc))
     out.extend(mcmc.mcmc_targets(doc))
     return out
 
@@ -104,6 +121,16 @@ def _fmt(v):
 
 
 def print_tables(doc, checks):
+    if "sm_vs_dsm" in doc:
+        print("\nexact SM vs DSM step, ms (median); TF32 and float32 max relative error vs float64")
+        cols = ["sm_ms", "dsm_ms", "sm_graph_ms", "dsm_graph_ms", "sm_tf32_ms", "sm_tf32_graph_ms", "factor_qr_ms",
+                "factor_cholesky64_ms", "sm_over_dsm_eager", "sm_over_dsm_graph"]
+        print(f"{'network':28s} {'B':>5s} " + " ".join(f"{c.replace('_ms', ''):>10.10s}" for c in cols))
+        for r in doc["sm_vs_dsm"]:
+            print(f"{r['network']:28s} {r['batch']:5d} " + " ".join(_fmt(r.get(c)) for c in cols))
+            print(f"{'':34s} ΔE: float32 {r['float32_laplacian_max_rel_err']:.2g}, TF32 {r['tf32_laplacian_max_rel_err']:.2g}"
+                  f" ({'in effect' if r['tf32_in_effect'] else 'no effect on CPU'}); ∇θ J_SM: float32 "
+                  f"{r['float32_sm_grad_max_rel_err']:.2g}, TF32 {r['tf32_sm_grad_max_rel_err']:.2g}")
     if "exact_sm" in doc:
         print("\nexact SM training step, ms (median)")
         cols = ["sm_loop_ms", "sm_jvp_ms", "sm_closed_form_ms", "dsm_ms", "loop_over_jvp", "loop_over_closed_form"]
@@ -146,6 +173,10 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=9, help="timed repetitions per measurement")
     parser.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
     parser.add_argument("--out", default=None, help="JSON path (default results/bench_<device>.json)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="start no section after this many seconds (the JSON lists the skipped ones)")
+    parser.add_argument("--loop-seconds", type=float, default=None,
+                        help="training_loop: seconds of plain eager loop per timing (default 1.5, --quick 0.6)")
     parser.add_argument("--no-compile", action="store_true", help="skip timing torch.compile on a GPU (saves minutes)")
     args = parser.parse_args(argv)
     cases.COMPILE = not args.no_compile
@@ -153,28 +184,34 @@ def main(argv=None):
     torch.set_default_dtype(torch.float32)
     load_before = timing.load_average()
     start = time.perf_counter()
-    doc = run(device, args.quick, args.reps, args.only)
-    wall = time.perf_counter() - start
-    load_after = timing.load_average()
-    info = timing.machine(device)
-    cores = info.get("cpu_affinity") or info["cpu_count"] or 1
-    busy = max(x for x in (load_before, load_after, 0.0) if x is not None)
-    others = busy - (info["torch_threads"] if device.type == "cpu" else 1)
-    shared = others > 0.5
-    info["load_average_1min"] = {"before": load_before, "after": load_after}
-    info["shared"] = shared
-    info["note"] = (
-        (f"machine shared with other jobs (1-min load average up to {busy} on {cores} cores while this run used "
-         f"{info['torch_threads']} thread(s)): absolute times are inflated and noisy; every ratio was measured "
-         "side by side, interleaved, in this one run" if shared else
-         "no other load detected; ratios were measured side by side, interleaved, in this one run"))
-    checks = targets(doc, device)
-    command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    out = {"provenance": results.provenance(wall_time_s=wall, device=str(device), command=command.strip(),
-                                            parameters=vars(args)),
-           "machine": info, "targets": checks, **doc}
     path = args.out or str(results.results_dir() / f"bench_{device.type}.json")
-    results.atomic_write_bytes(path, json.dumps(out, indent=1).encode())
+    command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    def write(doc, final=False):
+        """The whole document so far: a run stopped from outside keeps its finished sections."""
+        wall = time.perf_counter() - start
+        load_after = timing.load_average()
+        info = timing.machine(device)
+        cores = info.get("cpu_affinity") or info["cpu_count"] or 1
+        busy = max(x for x in (load_before, load_after, 0.0) if x is not None)
+        others = busy - (info["torch_threads"] if device.type == "cpu" else 1)
+        shared = others > 0.5
+        info["load_average_1min"] = {"before": load_before, "after": load_after}
+        info["shared"] = shared
+        info["note"] = (
+            (f"machine shared with other jobs (1-min load average up to {busy} on {cores} cores while this run used "
+             f"{info['torch_threads']} thread(s)): absolute times are inflated and noisy; every ratio was measured "
+             "side by side, interleaved, in this one run" if shared else
+             "no other load detected; ratios were measured side by side, interleaved, in this one run"))
+        checks = targets(doc, device)
+        out = {"provenance": results.provenance(wall_time_s=wall, device=str(device), command=command.strip(),
+                                                parameters=vars(args)),
+               "machine": info, "complete": final, "targets": checks, **doc}
+        results.atomic_write_bytes(path, json.dumps(out, indent=1).encode())
+        return info, checks, wall
+
+    doc = run(device, args.quick, args.reps, args.only, args.budget_s, on_section=write, loop_seconds=args.loop_seconds)
+    info, checks, wall = write(doc, final=True)
     print_tables(doc, checks)
     print(f"\n{info['note']}\nwall time {wall:.0f} s; wrote {path}")
 

@@ -1,21 +1,30 @@
-"""The one prepared run for the lent GPU machine (issue 15): ``bash bench/device_check.sh cuda``.
+"""The one prepared run for the lent GPU machine (issues 15, 26): ``bash bench/device_check.sh cuda``.
 
 Runs with the machine's own ``python3`` (no virtual environment, no download, the checkout on
-``PYTHONPATH``) and writes at most 8 files under ``$OUT``:
+``PYTHONPATH``) and writes at most 8 files under ``$OUT`` (5 at most; the machine returns 8):
 
 * ``env.json`` — GPU, driver-side CUDA, torch, Python and package versions;
 * ``device_tests.log`` — ``tests/test_device.py`` on the device: every model × applicable
-  estimator learns, the CUDA-graph step equals the eager step for DSM, SSM and SM on every model,
-  the samplers' moments;
-* ``bench_<device>.json`` — ``python -m bench`` on the device (exact SM against the loop at
-  d = 784, fit's step against a plain eager loop and a hand-written CUDA-graph step, one MCMC
-  update of the paper-size mPoT eager and graph-captured, the guards), with the targets;
+  estimator learns, the CUDA-graph step equals the eager step for DSM, SSM and SM on every model
+  and for the whole exact-SM step of the DEEN MNIST energy (d = 784 > k = 128: the QR of W₁ᵀ is
+  inside the graph), the first-layer factor captured, the samplers' moments;
+* ``bench_<device>.json`` — ``python -m bench`` on the device, written after every section: the
+  exact-SM / DSM ratio of the DEEN MNIST and patch energies eager and in a CUDA graph, with TF32
+  checked against float64 (issue 26); exact SM against the loop at d = 784; fit's step against a
+  plain eager loop and a hand-written CUDA-graph step; the latent models; the first-layer routes;
+  one MCMC update of the paper-size mPoT eager and graph-captured; the guards — with the targets;
 * ``deen_2d_<device>.tar`` — if time is left, the DEEN 2-D experiment at paper scale, recorded;
 * ``device_check.log`` — this script's own log; a summary is printed last.
 
-``--device cpu --tiny`` is the dry run ``make test`` runs here (small sizes, seconds), in an
-environment like the GPU one: with ``--block-book-tools`` papermill, jupytext and IPython cannot
-be imported, as there.
+Wall time: at most ``--budget-s`` (280 s) plus a few seconds, so that a rerun fits in the
+machine's 15 minutes with its start-up: the device tests get at most 150 s, the bench the rest
+(it starts no section in its last 40 s, and a section still running at the end is cut, the
+sections before it kept), the DEEN run only what is left beyond 60 s.
+
+``--device cpu --tiny`` is the dry run here (``make device-check-dry``; small sizes, about a
+minute), in an environment like the GPU one: with ``--block-book-tools`` papermill, jupytext and
+IPython cannot be imported, as there; ``--block-absent`` adds tqdm, PyYAML and PyWavelets, which the
+machine's package list does not have either.
 """
 from __future__ import annotations
 
@@ -56,7 +65,7 @@ def environment(device) -> dict:
         info.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2**30, 1), multiprocessors=p.multi_processor_count,
                     capability=f"{p.major}.{p.minor}")
     for pkg in ("numpy", "scipy", "sklearn", "skimage", "pywt", "sympy", "matplotlib", "tqdm", "yaml", "pytest",
-                "papermill", "jupytext", "IPython"):
+                "papermill", "jupytext", "IPython"):  # tqdm: smlib's fit imports it
         try:
             mod = __import__(pkg)
             info[f"pkg_{pkg}"] = getattr(mod, "__version__", "present")
@@ -70,9 +79,16 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default=os.environ.get("OUT", "_build/device_check"))
     parser.add_argument("--tiny", action="store_true", help="dry run: small sizes, a subset of the device tests")
-    parser.add_argument("--budget-s", type=float, default=330.0, help="stop starting new steps after this many seconds")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="the whole run ends within this many seconds (default 280; --tiny: 900, it checks code, not time)")
     parser.add_argument("--block-book-tools", action="store_true", help="make papermill/jupytext/IPython unimportable")
+    parser.add_argument("--block-absent", action="store_true",
+                        help="with --block-book-tools: also tqdm, PyYAML, PyWavelets (not on the GPU machine's list)")
     args = parser.parse_args(argv)
+    if args.block_absent:
+        os.environ["SMLIB_BLOCK_ABSENT"] = "1"  # read by the blocker, here and in the subprocesses
+    if args.budget_s is None:
+        args.budget_s = 900.0 if args.tiny else 280.0
     if args.block_book_tools:  # in this process too (the subprocesses get it through PYTHONPATH)
         import runpy
 
@@ -101,17 +117,18 @@ def main(argv=None) -> int:
     (out / "env.json").write_text(json.dumps(info, indent=1))
     summary["gpu"] = info.get("gpu")
     # addopts cleared: the book's nbval plugin is not installed on the GPU machine
-    tests = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra", "--rootdir", str(ROOT),
+    tests = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=-rA", "--rootdir", str(ROOT),
              "tests/test_device.py"]
     if args.tiny:
-        tests += ["-k", "grbm or mlp or moments"]
+        tests += ["-k", "grbm or mlp or moments or deen_mnist"]
     env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(ROOT / "tests")])
-    rc = _run(tests, out / "device_tests.log", env, 200)
+    rc = _run(tests, out / "device_tests.log", env, min(150.0, args.budget_s / 2))
     summary["steps"]["device tests"] = {"exit": rc[0], "seconds": rc[1]}
     bench = [py, "-m", "bench", "--device", args.device, "--no-compile", "--out", str(out / f"bench_{args.device.split(':')[0]}.json")]
-    sections = ["exact_sm", "training_loop", "mcmc", "guards", "latent", "first_layer"]
-    bench += (["--quick", "--reps", "2"] if args.tiny else ["--reps", "7"]) + ["--only", *sections]
-    step("bench", bench, 240)
+    sections = ["sm_vs_dsm", "exact_sm", "training_loop", "mcmc", "guards", "latent", "first_layer"]
+    bench += (["--quick", "--reps", "2"] if args.tiny else ["--reps", "7", "--loop-seconds", "1.0"]) + ["--only", *sections]
+    left = args.budget_s - (time.perf_counter() - start)
+    step("bench", bench + ["--budget-s", f"{max(0.0, left - 40):.0f}"], left)
     if not args.tiny:  # DEEN 2-D at paper scale, recorded, if the budget allows
         res = Path("/tmp/smlib_device_results")
         env_deen = {**env, "SMLIB_RESULTS_DIR": str(res)}
@@ -133,7 +150,10 @@ def main(argv=None) -> int:
         print(f"{name}: " + " | ".join(tail))
     bench_json = out / f"bench_{args.device.split(':')[0]}.json"
     if bench_json.exists():
-        for t in json.loads(bench_json.read_text()).get("targets", []):
+        doc = json.loads(bench_json.read_text())
+        print(f"{bench_json.name}: complete={doc.get('complete')}, sections "
+              + ", ".join(k for k in doc if k not in ("provenance", "machine", "complete", "targets")))
+        for t in doc.get("targets", []):
             met = {True: "met", False: "NOT met", None: "n/a"}[t["met"]]
             print(f"  [{met}] {t['target']}: {t['value']} (goal {t['goal']})")
     print(json.dumps(summary))

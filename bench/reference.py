@@ -81,6 +81,45 @@ class GraphedStep:
         return self.loss
 
 
+def graphed(fn, warmup: int = 2):
+    """``fn()`` captured in a CUDA graph; returns ``replay()`` (CUDA only).
+
+    The usual recipe: ``warmup`` eager calls on a side stream (they create the library handles and
+    workspaces), then one capture. ``fn`` must read its inputs from tensors it closes over, which
+    the caller overwrites in place between replays; ``replay()`` returns what the capture returned.
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+
+    def replay():
+        graph.replay()
+        return out
+
+    replay.graph = graph
+    return replay
+
+
+def cholesky_factor(weight: torch.Tensor) -> torch.Tensor:
+    r"""A factor V (k × k) with VᵀV = W₁W₁ᵀ by a float64 Cholesky of the Gram matrix: V = Lᵀ, G = LLᵀ.
+
+    The candidate replacement for the QR of W₁ᵀ (d > k) in `smlib.models.first_layer.first_layer_factor`:
+    one k × k factorisation instead of a d × k one, in float64 so that squaring W₁ (cond G = cond(W₁)²)
+    loses nothing that float32 would keep. ``cholesky_ex`` does not check the result on the host (no
+    synchronisation), so it can be captured in a CUDA graph; G is positive definite when W₁ has full
+    rank k.
+    """
+    w = weight.double()
+    L = torch.linalg.cholesky_ex(w @ w.T).L
+    return L.T.to(weight.dtype)
+
+
 def gram_laplacian(model, x: torch.Tensor) -> torch.Tensor:
     """ΔE of an `MLPEnergy` by the Gram-factor closed form that `MLPEnergy` used before issue 11.
 

@@ -20,7 +20,8 @@ References
 Roberts & Tweedie (1996), *Exponential convergence of Langevin distributions and their discrete
 approximations* (ULA/MALA). Neal (2011), *MCMC using Hamiltonian dynamics* (HMC, leapfrog).
 Hoffman & Gelman (2014), *The No-U-Turn Sampler*, §3.2 (dual-averaging step-size adaptation).
-Hinton (2002) / Tieleman (2008): block Gibbs sampling in RBMs.
+Hinton (2002) / Tieleman (2008): block Gibbs sampling in RBMs. Song & Ermon (2019), Alg. 1
+(annealed Langevin dynamics); Efron (2011) / Miyasawa (1961): Tweedie's denoising step.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import torch
 from smlib._checks import check_data, check_int, check_nonnegative, check_positive
 from smlib.scores import energy_and_grad, has_closed_form_score, score
 
-__all__ = ["energy_and_grad", "langevin", "mala", "hmc", "gibbs", "robbins_monro"]
+__all__ = ["energy_and_grad", "langevin", "mala", "hmc", "gibbs", "robbins_monro", "annealed_langevin"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,3 +340,55 @@ def gibbs(model, v0, k, generator=None):
         out = model.gibbs_step(v, generator=generator)
         v = (out[0] if isinstance(out, (tuple, list)) else out).detach()
     return v
+
+
+# ---------------------------------------------------------------------------------------------
+# annealed Langevin dynamics over a noise ladder
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def annealed_langevin(model, x0, sigmas, n_steps_each, step_lr, generator=None, denoise=True, progress=False):
+    r"""Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1) with a final Tweedie step.
+
+    For each level σ₁ > … > σ_L in turn, T = ``n_steps_each`` ULA steps on q_{σᵢ} with step
+    αᵢ = ε σᵢ²/σ_L² (ε = ``step_lr``), in this module's convention h = αᵢ/2:
+
+    .. math:: x \leftarrow x + \tfrac{\alpha_i}{2}\, s(x, \sigma_i) + \sqrt{\alpha_i}\,\xi,
+
+    then (``denoise``) the posterior mean by Tweedie's formula, x ← x + σ_L² s(x, σ_L). αᵢ ∝ σᵢ²
+    keeps the signal-to-noise ratio ‖αᵢ s‖/‖√αᵢ ξ‖ ≈ √αᵢ/σᵢ the same at every level.
+
+    Parameters
+    ----------
+    model : noise-conditional model with ``score(x, sigma)`` (sigma a float)
+    x0 : torch.Tensor, shape (n_chains, d)
+    sigmas : sequence of float, strictly decreasing, > 0
+    n_steps_each : int
+        T ≥ 0 steps per level.
+    step_lr : float
+        ε > 0 (the step at the last level).
+    generator : torch.Generator, optional
+        Source of the noise ξ (on ``x0.device``); ``None`` uses the global RNG.
+    denoise : bool
+    progress : bool
+        A ``tqdm`` bar over the levels.
+
+    Returns
+    -------
+    torch.Tensor, shape (n_chains, d), detached.
+    """
+    check_data(x0, "x0")
+    sig = [check_positive("sigmas", s) for s in sigmas]
+    if not sig or any(a <= b for a, b in zip(sig[:-1], sig[1:])):
+        raise ValueError(f"sigmas must be a non-empty, strictly decreasing sequence, got {list(sigmas)}")
+    n_steps_each = check_int("n_steps_each", n_steps_each, 0)
+    eps = check_positive("step_lr", step_lr)
+    from tqdm.auto import tqdm
+
+    x = x0.detach().clone()
+    for s in tqdm(sig, disable=not progress, desc="annealed Langevin"):
+        alpha = eps * (s / sig[-1]) ** 2
+        for _ in range(n_steps_each):
+            x = x + 0.5 * alpha * model.score(x, s) + math.sqrt(alpha) * _randn_like(x, generator)
+    if denoise:
+        x = x + sig[-1] ** 2 * model.score(x, sig[-1])
+    return x.detach()

@@ -4,9 +4,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import jupytext
 import pytest
 import yaml
+
+jupytext = pytest.importorskip("jupytext", reason="the book's structure tests need the [book] extra")
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted((ROOT / "chapters").glob("*.md"))

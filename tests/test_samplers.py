@@ -194,3 +194,69 @@ def test_bad_input():
 def test_robbins_monro_direction():
     assert samplers.robbins_monro(0.1, 0.9) > 0.1
     assert samplers.robbins_monro(0.1, 0.2) < 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# annealed Langevin dynamics
+# ---------------------------------------------------------------------------------------------
+class GaussianLadder:
+    """Data N(μ, vI): the exact noisy score s(x, σ) = −(x − μ)/(v + σ²) of q_σ = N(μ, (v + σ²)I)."""
+
+    def __init__(self, mu=(1.0, -0.5), v=0.3):
+        self.mu, self.v = torch.tensor(mu, dtype=torch.float64), v
+
+    def score(self, x, sigma):
+        return -(x - self.mu) / (self.v + sigma**2)
+
+
+def annealed_moments(m0, v0, ladder, sigmas, T, eps, denoise):
+    """Exact mean and variance (per coordinate) after annealed Langevin from N(m0, v0):
+    each step x ← (1 − a)x + aμ + √α ξ with a = α/(2(v + σ²)), α = ε σ²/σ_L²; Tweedie scales by v/(v + σ_L²)."""
+    m, var = m0 - ladder.mu, v0
+    for s in sigmas:
+        alpha = eps * (s / sigmas[-1]) ** 2
+        a = alpha / (2 * (ladder.v + s**2))
+        for _ in range(T):
+            m, var = (1 - a) * m, (1 - a) ** 2 * var + alpha
+    if denoise:
+        r = ladder.v / (ladder.v + sigmas[-1] ** 2)
+        m, var = r * m, r * r * var
+    return m + ladder.mu, var
+
+
+@pytest.mark.parametrize("denoise", [True, False])
+def test_annealed_langevin_matches_its_exact_gaussian_law(denoise):
+    # every step is linear-Gaussian, so the law after the whole schedule is known exactly; few steps
+    # per level so that the result depends on each level's step size (α ∝ σ²) and on the Tweedie step
+    ladder, sigmas, T, eps = GaussianLadder(), (3.0, 1.0, 0.3), 5, 0.02
+    x0 = 4.0 + 2.0 * torch.randn(20000, 2, generator=gen(1))
+    x = samplers.annealed_langevin(ladder, x0, sigmas, T, eps, generator=gen(2), denoise=denoise)
+    m, var = annealed_moments(torch.tensor(4.0), 4.0, ladder, sigmas, T, eps, denoise)
+    se_m, se_v = (var / 20000) ** 0.5, var * (2 / 20000) ** 0.5
+    assert (x.mean(0) - m).abs().max() < 4.5 * se_m, (x.mean(0), m)
+    assert (x.var(0) - var).abs().max() < 4.5 * se_v, (x.var(0), var)
+    far = annealed_moments(torch.tensor(4.0), 4.0, ladder, sigmas, T, eps, not denoise)  # the test can tell
+    assert (far[0] - m).abs().max() > 20 * se_m or abs(far[1] - var) > 20 * se_v
+
+
+def test_annealed_langevin_long_run_reaches_the_data_law():
+    # 200 steps per level relax the last level's chain (rate a = α/2(v + σ_L²) ≈ 0.016 per step), so it
+    # samples q_{σ_L} up to ULA's O(a) bias, N(μ, (v + σ_L²)/(1 − a/2)); the Tweedie step maps that to
+    # about N(μ, v²/(v + σ_L²)) (0.8 % above it)
+    ladder, sigmas = GaussianLadder(), (2.0, 0.5, 0.1)
+    x = samplers.annealed_langevin(ladder, torch.zeros(8000, 2), sigmas, 200, 1e-2, generator=gen(3))
+    assert_gaussian(x, ladder.mu, torch.eye(2) * ladder.v**2 / (ladder.v + 0.01), tol_mean=0.04, tol_cov=0.03)
+
+
+def test_annealed_langevin_seeded_and_validated():
+    ladder = GaussianLadder()
+    x0 = torch.zeros(50, 2)
+    state = torch.random.get_rng_state()
+    a = samplers.annealed_langevin(ladder, x0, (1.0, 0.1), 3, 0.01, generator=gen(5))
+    b = samplers.annealed_langevin(ladder, x0, (1.0, 0.1), 3, 0.01, generator=gen(5))
+    assert torch.equal(a, b) and torch.equal(state, torch.random.get_rng_state())  # the global RNG untouched
+    for sig in ((0.1, 1.0), (), (1.0, -0.1), (1.0, 1.0)):
+        with pytest.raises(ValueError):
+            samplers.annealed_langevin(ladder, x0, sig, 3, 0.01)
+    with pytest.raises(ValueError):
+        samplers.annealed_langevin(ladder, x0, (1.0, 0.1), 3, 0.0)

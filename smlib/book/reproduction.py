@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from smlib.book import results as _results
 
-__all__ = ["recorded", "claims_table", "command"]
+__all__ = ["recorded", "claims_table", "command", "gate_changes", "rules_table"]
 
 
 def command(name: str) -> str:
@@ -38,27 +38,61 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _key(c: dict) -> str:
+    """A claim's stable id; the first records' claims, written before ids existed, by their wording."""
+    return c.get("id") or c["claim"]
+
+
 def claims_table(live: list[dict] | None, recorded: list[dict] | None, *, live_label: str = "live",
                  recorded_label: str = "recorded") -> str:
     """A Markdown table of claims with a live and a recorded column (verdict, then its numbers).
 
-    Rows are matched by the claim's text; a claim only one run judged says "not run" in the other
-    column. Each row gives the rule (the recorded run's; the live run's too where its sizes make it
-    read differently); a verdict that the architecture decided says so.
+    Rows are matched by the claim's stable id (by its text for claims without one); a claim only one
+    run judged says "not run" in the other column. Each row gives the rule (the recorded run's; the
+    live run's too where its sizes make it read differently); a verdict that the architecture decided
+    says so, and a verdict that a health gate refused reads "not testable: <reason>".
     """
     live, recorded = live or [], recorded or []
-    order = [c["claim"] for c in live] + [c["claim"] for c in recorded if c["claim"] not in {x["claim"] for x in live}]
-    by = {"live": {c["claim"]: c for c in live}, "rec": {c["claim"]: c for c in recorded}}
+    seen = {_key(x) for x in live}
+    order = [_key(c) for c in live] + [_key(c) for c in recorded if _key(c) not in seen]
+    by = {"live": {_key(c): c for c in live}, "rec": {_key(c): c for c in recorded}}
     rows = [f"| claim | rule | {live_label} | {recorded_label} |", "|---|---|---|---|"]
-    for claim in order:
-        ref = by["rec"].get(claim) or by["live"][claim]
+    for key in order:
+        ref = by["rec"].get(key) or by["live"][key]
         rule = ref["rule"]
-        if claim in by["live"] and claim in by["rec"] and by["live"][claim]["rule"] != rule:
-            rule += f" — {live_label}: {by['live'][claim]['rule']}"
+        if key in by["live"] and key in by["rec"] and by["live"][key]["rule"] != rule:
+            rule += f" — {live_label}: {by['live'][key]['rule']}"
         cols = []
         for side in ("live", "rec"):
-            c = by[side].get(claim)
-            arch = " (decided by the architecture)" if c and c.get("decided_by") == "architecture" else ""
-            cols.append(f"**{c['verdict']}**{arch}: {_cell(c['numbers'])}" if c else "not run")
-        rows.append(f"| {_cell(claim)} | {_cell(rule)} | {cols[0]} | {cols[1]} |")
+            c = by[side].get(key)
+            if not c:
+                cols.append("not run")
+                continue
+            gated = c["verdict"].startswith("not testable:")
+            arch = " (decided by the architecture)" if c.get("decided_by") == "architecture" and not gated else ""
+            alone = f" (the rule alone: {c['ungated']})" if gated and c.get("ungated") else ""
+            cols.append(f"**{_cell(c['verdict'])}**{alone}{arch}: {_cell(c['numbers'])}")
+        rows.append(f"| {_cell(ref['claim'])} | {_cell(rule)} | {cols[0]} | {cols[1]} |")
     return "\n".join(rows)
+
+
+def gate_changes(stored: list[dict] | None, gated: list[dict], reworded: dict | None = None) -> str:
+    """What the health gates changed on a record: each claim's verdict as first recorded (``stored``)
+    beside its verdict recomputed from the same record with the gates. Stored claims are matched by id,
+    or — the first records have no ids — by their wording then (``reworded``: id → the first wording)."""
+    if not stored:
+        return "no claims stored in the record"
+    first = {_key(c): c["verdict"] for c in stored}
+    reworded = reworded or {}
+    rows = ["| id | claim | first record | with the gates |", "|---|---|---|---|"]
+    for c in gated:
+        old = first.get(c["id"]) or first.get(reworded.get(c["id"], c["claim"]), "not in the first record")
+        rows.append(f"| `{c['id']}` | {_cell(c['claim'])} | {_cell(old)} | {_cell(c['verdict'])} |")
+    return "\n".join(rows)
+
+
+def rules_table(rows: list[tuple[str, str, str]]) -> str:
+    """The rules table of a chapter: each rule's outcome on the untrained model and on a planted positive."""
+    out = ["| rule | untrained model | planted positive |", "|---|---|---|"]
+    out += [f"| {_cell(r)} | {_cell(u)} | {_cell(p)} |" for r, u, p in rows]
+    return "\n".join(out)

@@ -8,6 +8,8 @@ leaves no half-written cache entry (the temporary file is removed on every error
 """
 from __future__ import annotations
 
+import contextlib
+
 import os
 import urllib.request
 import warnings
@@ -77,6 +79,27 @@ def discard_corrupt(path: Path, expected: str, algorithm: str = "sha256") -> str
     path.unlink()
     warnings.warn(note + "; fetching a fresh copy", stacklevel=3)
     return note
+
+
+@contextlib.contextmanager
+def cache_lock(folder: Path):
+    """Hold an exclusive lock on a cache folder while it is filled.
+
+    Two processes filling one cache at once (pytest-xdist workers, two experiment units) would
+    otherwise fetch twice and race on each other's temporary files. POSIX only; elsewhere a no-op.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here; concurrent fills stay the user's concern
+        yield
+        return
+    with open(folder / ".lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def download(url: str, timeout: float = 30.0) -> Iterator[bytes]:

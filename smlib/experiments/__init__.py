@@ -40,6 +40,7 @@ EXPERIMENTS = {
     "deen_2d": ("smlib.experiments.deen_2d", "Deen2D"),
     "deen_mnist": ("smlib.experiments.deen_mnist", "DeenMnist"),
     "deen_patches": ("smlib.experiments.deen_patches", "DeenPatches"),
+    "multiscale": ("smlib.experiments.multiscale", "Multiscale"),
 }
 
 

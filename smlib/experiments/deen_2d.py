@@ -20,7 +20,7 @@ The protocol (the chapter's paper / ours / why table):
   the truth (mixture components; four arcs of the spiral) — the mode-collapse measure;
 * ``seeds``: independent initialisations, minibatch orders and noise draws on the same data.
 
-Claims and their rules: :func:`claims`.
+Claims, their rules and health gates: :func:`smlib.experiments.deen_2d_claims.claims`.
 """
 from __future__ import annotations
 
@@ -31,11 +31,11 @@ import torch
 
 from smlib import data, metrics, models, train
 from smlib.experiments import verdicts as V
+from smlib.experiments.deen_2d_claims import DATASETS, claims, mode_weights
 from smlib.experiments.runner import Experiment, Unit, default_dtype
 
-__all__ = ["Deen2D", "DATASETS", "claims", "plot_fig1", "plot_curl", "plot_cd"]
+__all__ = ["Deen2D", "DATASETS", "claims", "mode_weights", "plot_fig1", "plot_curl", "plot_cd"]
 
-DATASETS = ("spiral", "mixture")
 _COMMON = dict(sigma=0.1, lr=1e-3, hidden=[32, 32, 32], activation="tanh", mixture="deen", spiral_noise=0.05,
                spiral_bound=1.6, mixture_bound=4.0, cd_optimizer="sgd", cd_lr=1e-3, n_arcs=4, n_plot=48,
                n_curl_plot=40, paper_iterations=1000, tol=0.1, data_seed=1)
@@ -180,6 +180,7 @@ class Deen2D(Experiment):
         if kind != "scorenet":
             start = {"step": 0, **self.kl(ctx, cfg, model, ds), "modes": self.modes(ctx, cfg, model, ds)}
             callback = lambda m, step, epoch, history: self.kl(ctx, cfg, m, ds)  # noqa: E731
+        theta0 = [p.detach().cpu().clone() for p in model.parameters()]  # for the θ-moved gate
         history = train.fit(model, ctx["train"][ds], objective, options=options, n_steps=cfg["n_steps"],
                             batch_size=cfg["batch_size"], device=device, seed=seed, progress=progress,
                             log_every=max(1, cfg["n_steps"] // 200), checkpoint=checkpoint,
@@ -192,6 +193,7 @@ class Deen2D(Experiment):
                             for k in ("step", "kl_q", "kl_p")}
         out["loss"] = {"step": list(history.steps), "loss": list(history["loss"])}
         out["optimizer"] = opt
+        out["theta_rel_change"] = V.relative_change([p.detach().cpu() for p in model.parameters()], theta0)
         out["train_wall_time_s"] = history.wall_time
         return out
 
@@ -210,90 +212,6 @@ class Deen2D(Experiment):
         return {"fig1": plot_fig1(record, plt.figure(figsize=(10, 2.7))),
                 "curl": plot_curl(record, plt.figure(figsize=(10, 2.6))),
                 "cd": plot_cd(record, plt.figure(figsize=(10, 2.8)))}
-
-
-# ====================================================================== claims
-def _list(values, fmt=".2f"):
-    return ", ".join(format(v, fmt) for v in values)
-
-
-def _at(curve, step):
-    """The logged value nearest to ``step`` (and that step)."""
-    i = int(np.argmin([abs(s - step) for s in curve["step"]]))
-    return curve["kl_q"][i], curve["step"][i]
-
-
-def claims(record) -> list[dict]:
-    """The claims of the paper's 2-D experiments, each with its rule, numbers and verdict.
-
-    Every rule is fixed before looking at the numbers; conditions are per data set (both must
-    hold for "holds", one for "partly") and must hold in every seed. ``tol`` is the relative
-    tolerance of the rankings. The zero curl of DEEN is decided by the architecture (ψ = −∇E is a
-    gradient by construction) and labelled so.
-    """
-    cfg, S = record["config"], record["summary"]
-    seeds, tol, eps64 = cfg["seeds"], cfg["tol"], float(np.finfo(np.float64).eps)
-    u = lambda k, ds, s: record["units"][f"{k}-{ds}-s{s}"]  # noqa: E731
-    ref = S["reference"]
-    out = []
-    # Fig. 1 a-d: DEEN learns the energy (at the end, and after the paper's 1000 iterations)
-    for label, at in (("at the end of training (Fig. 1 a–d)", cfg["n_steps"]),
-                      (f"after {cfg['paper_iterations']} iterations (Fig. 1 caption)", cfg["paper_iterations"])):
-        conds, nums = [], []
-        for ds in DATASETS:
-            vals = [_at(u("DEEN", ds, s)["curve"], at) for s in seeds]
-            g = ref[ds]["kl_q_gauss"]
-            conds.append(all(v < 0.25 * g for v, _ in vals))
-            nums.append(f"{ds}: KL(q_σ‖q_θ) {', '.join(f'{v:.3f}' for v, _ in vals)} at step {vals[0][1]} "
-                        f"vs best Gaussian {g:.3f}")
-        out.append(V.claim(f"DEEN learns the energy of the spiral and the mixture, {label}",
-                           "KL(q_σ‖q_θ) < ¼ of the moment-matched Gaussian's, every seed, per data set",
-                           nums, V.verdict(conds)))
-    conds, nums = [], []
-    for ds in DATASETS:
-        ratio = [u("DEEN", ds, s)["curve"]["kl_q"][-1] / min(u("DEEN", ds, s)["curve"]["kl_q"]) for s in seeds]
-        conds.append(all(r <= 1.5 for r in ratio))
-        nums.append(f"{ds}: final / minimum KL {', '.join(f'{r:.2f}' for r in ratio)}")
-    out.append(V.claim("DEEN has well-behaved training curves (Sec. 4)",
-                       "the last logged KL(q_σ‖q_θ) ≤ 1.5 × its minimum along the run, every seed, per data set",
-                       nums, V.verdict(conds)))
-    # Fig. 1 g-h: curl
-    worst = {ds: max(u("DEEN", ds, s)["curl_float64"]["rel_curl"] for s in seeds) for ds in DATASETS}
-    out.append(V.claim("DEEN's score has zero curl: it is computed from the energy (Sec. 4)",
-                       "relative RMS curl in float64 < 1000 ε₆₄, every seed (ψ = −∇E: a gradient by construction)",
-                       [f"{ds}: ≤ {worst[ds]:.1e}" for ds in DATASETS], V.verdict(v < 1e3 * eps64 for v in worst.values()),
-                       decided_by="architecture"))
-    least = {ds: min(u("scorenet", ds, s)["curl_float32"]["rel_curl"] for s in seeds) for ds in DATASETS}
-    out.append(V.claim("A score network trained with the same objective has curl far from zero (Fig. 1 g–h)",
-                       "relative RMS curl (RMS curl / RMS ‖∂ψ/∂x‖_F) on points from q_σ > 0.05, every seed, per data set",
-                       [f"{ds}: ≥ {least[ds]:.3f}" for ds in DATASETS], V.verdict(v > 0.05 for v in least.values())))
-    conds, nums = [], []
-    for ds in DATASETS:
-        f = [(u("scorenet", ds, s)["fisher_q"], u("DEEN", ds, s)["fisher_q"]) for s in seeds]
-        conds.append(all(a > (1 + tol) * b for a, b in f))
-        nums.append(f"{ds}: " + ", ".join(f"{a:.3f} vs {b:.3f}" for a, b in f))
-    out.append(V.claim("…and learns a worse score than DEEN (\"DSM's failure\", Fig. 1 g–h)",
-                       f"Fisher divergence to q_σ of the score network > (1 + {tol:g}) × DEEN's, every seed, per data set",
-                       nums, V.verdict(conds)))
-    # Fig. 1 i-j: CD with one Langevin step
-    for kind in ["CD"] + [f"CD_{o}" for o in cfg["cd_variants"]]:
-        collapsed = lambda r: r["min_ratio"] < 0.5 or r["missed"] > 0.05  # noqa: E731
-        conds, nums = [], []
-        for ds in DATASETS:
-            cd, de = [u(kind, ds, s) for s in seeds], [u("DEEN", ds, s) for s in seeds]
-            conds.append(all(collapsed(a) and not collapsed(a["start_modes"]) and not collapsed(b) for a, b in zip(cd, de)))
-            nums.append(f"{ds}: min mass ratio {kind} {_list(a['start_modes']['min_ratio'] for a in cd)} (start) → "
-                        f"{_list(a['min_ratio'] for a in cd)} / DEEN "
-                        f"{_list(b['min_ratio'] for b in de)}; missed mass {kind} {_list(a['missed'] for a in cd)}; "
-                        f"KL(q_σ‖q_θ) {kind} {cd[0]['curve']['kl_q'][0]:.2f} (start) → {_list(a['kl_q'] for a in cd)}")
-        opt = record["units"][f"{kind}-{DATASETS[0]}-s{seeds[0]}"]["optimizer"]
-        label = "" if kind == "CD" else f" — labelled variant: {opt['optimizer']}, lr {opt['lr']:g}, not the paper's update"
-        out.append(V.claim(f"CD with one Langevin step shows severe mode collapse on both data sets (Fig. 1 i–j){label}",
-                           "collapsed: some part of the truth gets < ½ its true mass, or > 5 % of q_σ's mass lies where "
-                           "q_θ < q_σ/100. CD collapsed, its initialisation (DEEN's) did not, DEEN did not; every seed, "
-                           f"per data set; update: {opt['optimizer']}, "
-                           f"lr {opt['lr']:g}", nums, V.verdict(conds)))
-    return out
 
 
 # ====================================================================== figures (from a record)

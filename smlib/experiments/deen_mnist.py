@@ -29,6 +29,7 @@ import torch
 
 from smlib import data, metrics, models, train
 from smlib.experiments import verdicts as V
+from smlib.experiments.deen_gates import zero_score_gate
 from smlib.experiments.runner import Experiment, Unit, default_dtype
 
 __all__ = ["DeenMnist", "MLPPlusGaussian", "row_space_basis", "rank_floor", "claims", "plot_parzen", "plot_fig2"]
@@ -252,10 +253,16 @@ def decided_by(conds, impossible):
     return "architecture" if failed and all(impossible[i] for i in failed) else "experiment"
 
 
+# claims reworded since the first record (its claims have no ids): id → the first record's wording
+FIRST_WORDING = {"mnist-most-noise": "…removing most of the noise, as the clean digits of Fig. 2 b–c suggest"}
+
+
 def claims(record) -> list[dict]:
     """The paper's MNIST claims (and ours, marked), with their rules, numbers and verdicts.
 
-    Fixed before looking at the numbers: σ* equals 0.14 within ±``sigma_margin`` (relative) by a
+    Each claim also passes the health gates of `verdicts` (a run at the zero-score level σ²d, a step t
+    selected at its grid's edge, an equivalence that only the margin gives) or says why not. Fixed
+    before looking at the numbers: σ* equals 0.14 within ±``sigma_margin`` (relative) by a
     TOST over the replicate splits; "σ falls with n" needs every larger kernel set to lower σ* by
     more than ``sigma_tol`` in every replicate; the denoising rankings need a relative margin
     ``tol`` in every noise draw. A verdict that the rank bound (σ′²(d − r) of noise that no single
@@ -263,53 +270,61 @@ def claims(record) -> list[dict]:
     """
     cfg, S, U = record["config"], record["summary"], record["units"]
     P, tol, out = U["parzen"], cfg["tol"], []
+    # the zero-score gate; d = loss_floor/σ² + r (the record's rank bound σ²(d − r) and rank r)
+    trained = {k: zero_score_gate(U[k]["loss"]["loss"], U[k]["sigma"], round(U[k]["loss_floor"] / U[k]["sigma"] ** 2 + U[k]["rank"]),
+                                  f"L_DEEN of {k}") for k in ("DEEN", "DEEN_expert") if k in U}
+    t_edge = {k: V.grid_edge([U[k]["steps"]["t_best"]], U[k]["t_grid"], f"step t of {k}") for k in trained}
     top = [s[-1] for s in P["sigma_star"]]
     tost = V.tost_paired(top, [PAPER_SIGMA] * len(top), cfg["sigma_margin"] * PAPER_SIGMA) if len(top) > 1 else None
-    out.append(V.claim(
+    out.append(V.claim("mnist-sigma-star", 
         f"σ chosen by the held-out Parzen likelihood on MNIST is {PAPER_SIGMA} (Sec. 4)",
         f"TOST over {len(top)} random held-out/kernel splits: σ* − {PAPER_SIGMA} within ±{cfg['sigma_margin']:.0%} "
         f"of {PAPER_SIGMA}, α = 0.05 (n = {P['sizes'][-1]} kernels)",
         [f"σ* = {_fmt(top, '.4f')}" + (f"; 90% CI of σ* − {PAPER_SIGMA}: ({tost['ci'][0]:+.4f}, {tost['ci'][1]:+.4f}), "
                                       f"p = {tost['p']:.3f}" if tost else "; one split: no test")],
-        V.verdict([bool(tost and tost["equivalent"])])))
+        V.verdict([bool(tost and tost["equivalent"])]),
+        gates=[V.margin_decides(tost) if tost else V.missing("margin decides", "a second split")]))
     conds = [all(s[k + 1] < (1 - cfg["sigma_tol"]) * s[k] for s in P["sigma_star"]) for k in range(len(P["sizes"]) - 1)]
-    out.append(V.claim("σ decreases as the data set grows (Sec. 3)",
+    out.append(V.claim("sigma-falls-with-n", "σ decreases as the data set grows (Sec. 3)",
                        f"σ*(n) lower than σ* at the next smaller n by > {cfg['sigma_tol']:.0%}, every replicate split, "
                        f"for each of the {len(conds)} steps n = {', '.join(map(str, P['sizes']))}",
                        [f"split {r}: σ* = {_fmt(s, '.4f')}" for r, s in enumerate(P["sigma_star"])], V.verdict(conds)))
     D, noisy = U["DEEN"]["test"], S["reference"]["noisy"]
     floor_frac = [f / n for f, n in zip(D["rank_floor"], noisy)]
     left = [b / n for b, n in zip(D["t_best"], noisy)]
-    out.append(V.claim("DEEN denoises MNIST in a single step at σ′ ≠ σ (Fig. 2 b–c)",
+    out.append(V.claim("mnist-single-step", "DEEN denoises MNIST in a single step at σ′ ≠ σ (Fig. 2 b–c)",
                        f"error of the best single step (t chosen on held-out digits) < (1 − {tol:g}) × the noisy input's, "
                        "every noise draw", [f"fraction of the noise left {_fmt(left)} (t = {U['DEEN']['steps']['t_best']:.4f})"],
-                       V.verdict([all(v < 1 - tol for v in left)])))
+                       V.verdict([all(v < 1 - tol for v in left)]), gates=[trained["DEEN"], t_edge["DEEN"]]))
     conds = [all(v < 0.5 for v in left)]
-    out.append(V.claim("…removing most of the noise, as the clean digits of Fig. 2 b–c suggest",
+    out.append(V.claim("mnist-most-noise", "…removing most of the noise (our reading of Fig. 2 b–c)",
                        "the best single step leaves < ½ of the noise energy, every noise draw; the rank bound "
                        f"‖P⊥(ξ − x)‖² (r = {U['DEEN']['rank']}) is a floor no training can cross",
                        [f"left {_fmt(left)}; rank bound {_fmt(floor_frac)}"], V.verdict(conds),
-                       decided_by(conds, [all(f >= 0.5 for f in floor_frac)])))
-    out.append(V.claim("(ours) the plug-in step t = σ′² is worse than t = σ² when σ′ > σ (prop-ch9b-mismatch)",
+                       decided_by(conds, [all(f >= 0.5 for f in floor_frac)]), gates=[trained["DEEN"], t_edge["DEEN"]]))
+    out.append(V.claim("mnist-plugin-step", "(ours) the plug-in step t = σ′² is worse than t = σ² when σ′ > σ (prop-ch9b-mismatch)",
                        f"error(t = σ′²) > (1 + {tol:g}) × error(t = σ²), every noise draw",
                        [f"per image {_fmt(D['t_sigma_prime'], '.1f')} vs {_fmt(D['t_sigma'], '.1f')}"],
-                       V.verdict([all(a > (1 + tol) * b for a, b in zip(D["t_sigma_prime"], D["t_sigma"]))])))
+                       V.verdict([all(a > (1 + tol) * b for a, b in zip(D["t_sigma_prime"], D["t_sigma"]))]),
+                       gates=[trained["DEEN"]]))
     L = U["DEEN"]["loss"]["loss"]
     k = max(1, len(L) // 10)
     run = np.convolve(L, np.ones(k) / k, mode="valid")
     conds = [run[-1] < (1 - tol) * run[0], run[-1] <= (1 + tol) * run.min()]
-    out.append(V.claim("The running L_DEEN decreases and settles (Fig. 2a)",
+    out.append(V.claim("mnist-loss-settles", "The running L_DEEN decreases and settles (Fig. 2a)",
                        f"running mean (window {k} logs) at the end < (1 − {tol:g}) × at the start, and ≤ (1 + {tol:g}) × "
                        "its minimum", [f"start {run[0]:.3f}, end {run[-1]:.3f}, minimum {run.min():.3f}; "
-                                      f"rank bound σ²(d − r) = {U['DEEN']['loss_floor']:.3f}"], V.verdict(conds)))
+                                      f"rank bound σ²(d − r) = {U['DEEN']['loss_floor']:.3f}"], V.verdict(conds),
+                       gates=[trained["DEEN"]]))
     if "DEEN_expert" in U:
         E = U["DEEN_expert"]["test"]
         conds = [all(a < (1 - tol) * f for a, f in zip(E["t_best"], D["rank_floor"])),
                  all(a < (1 - tol) * b for a, b in zip(E["t_best"], D["t_best"]))]
-        out.append(V.claim("(ours) DEEN + one Gaussian expert goes below the paper network's rank bound",
+        out.append(V.claim("mnist-expert-below-bound", "(ours) DEEN + one Gaussian expert goes below the paper network's rank bound",
                            f"its best-step error < (1 − {tol:g}) × the DEEN's rank bound, and < (1 − {tol:g}) × DEEN's best, "
                            "every noise draw", [f"per image {_fmt(E['t_best'], '.1f')} vs bound {_fmt(D['rank_floor'], '.1f')}, "
-                                               f"DEEN {_fmt(D['t_best'], '.1f')}"], V.verdict(conds)))
+                                               f"DEEN {_fmt(D['t_best'], '.1f')}"], V.verdict(conds),
+                           gates=[trained["DEEN_expert"], trained["DEEN"], t_edge["DEEN_expert"]]))
     return out
 
 

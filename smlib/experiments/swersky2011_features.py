@@ -176,7 +176,7 @@ class Swersky2011Features(Experiment):
                    "mean": {e: float(np.mean(v)) for e, v in acc.items()},
                    "std": {e: float(np.std(v, ddof=1)) for e, v in acc.items()},
                    "baselines": {k: v["test_acc"] for k, v in results["baselines"].items()}}
-        summary["claims"] = claims({"config": cfg, "summary": summary})
+        summary["claims"] = claims({"config": cfg, "summary": summary, "units": results})
         return summary
 
     def figures(self, record):
@@ -201,6 +201,17 @@ def claims(record) -> list[dict]:
     """
     cfg, S = record["config"], record["summary"]
     acc, alpha = S["accuracy"], cfg["alpha"]
+
+    def stop_gate(estimators):  # the early-stopping epoch is a selection: at the budget's first or last check it is censored
+        units = record.get("units") or {}
+        epochs = [units[f"{e}-s{r}"].get("epoch") for e in estimators for r in range(cfg["n_seeds"]) if f"{e}-s{r}" in units]
+        if len(epochs) < len(estimators) * cfg["n_seeds"] or None in epochs:
+            return V.missing("grid edge", "the selected early-stopping epochs")
+        g = V.grid_edge(epochs, cfg["stop_epochs"], "early-stopping epoch")
+        at = sorted({e for e in estimators for r in range(cfg["n_seeds"])
+                     if units[f"{e}-s{r}"]["epoch"] in (min(cfg["stop_epochs"]), max(cfg["stop_epochs"]))})
+        return V.Gate(g.name, g.ok, g.reason + (f" ({', '.join(at)})" if at else ""))
+
     best = max(S["mean"].values())
     untrained = S["baselines"]["untrained mPoT features"]
     testable = best > untrained + cfg["learned_margin"]
@@ -208,22 +219,25 @@ def claims(record) -> list[dict]:
     others = [e for e in ESTIMATORS if e != "AE"]
     worse = {e: V.paired_t(acc["AE"], acc[e], "less") for e in others}
     rej = V.holm({e: t["p"] for e, t in worse.items()}, alpha)
-    out = [V.claim("AE's features classify significantly worse than all others (Table 1)",
+    out = [V.claim("ae-worse", "AE's features classify significantly worse than all others (Table 1)",
                    f"one-sided paired t-test AE < X over {cfg['n_seeds']} seeds, Holm over 5 at α = {alpha}; "
                    f"testable only if learned features beat untrained ones by > {cfg['learned_margin']} points",
                    [f"AE − {e}: {worse[e]['mean_diff']:+.2f} pts (p = {worse[e]['p']:.3f})" for e in others] + [note],
-                   V.verdict([rej[e] for e in others], testable=testable))]
+                   V.verdict([rej[e] for e in others], testable=testable), gates=[stop_gate(ESTIMATORS)])]
     pairs = list(itertools.combinations(others, 2))
     tost = {f"{a}|{b}": V.tost_paired(acc[a], acc[b], cfg["margin"], alpha) for a, b in pairs}
     eq = V.holm({k: t["p"] for k, t in tost.items()}, alpha)
     worst = max(tost.items(), key=lambda kv: kv[1]["p"])
-    out.append(V.claim("CD, PCD, FPCD, SM, SMD do not differ significantly (Table 1)",
+    by_margin = [k for k, t in tost.items() if eq[k] and not V.margin_decides(t, alpha).ok]
+    margin_gate = V.Gate("margin decides", not by_margin, f"pairs {', '.join(by_margin)} equivalent only through the "
+                         f"±{cfg['margin']} margin (their difference is significant)" if by_margin else "no pair decided by the margin alone")
+    out.append(V.claim("others-equivalent", "CD, PCD, FPCD, SM, SMD do not differ significantly (Table 1)",
                        f"paired TOST equivalence within ±{cfg['margin']} points for each of the 10 pairs, Holm at α = {alpha}",
                        [f"{sum(eq.values())}/10 pairs equivalent",
                         f"least equivalent {worst[0]}: mean diff {worst[1]['mean_diff']:+.2f}, "
                         f"{100 * (1 - 2 * alpha):.0f}% CI ({worst[1]['ci'][0]:+.2f}, {worst[1]['ci'][1]:+.2f}), "
                         f"p = {worst[1]['p']:.3f}", note],
-                       V.verdict(list(eq.values()), testable=testable)))
+                       V.verdict(list(eq.values()), testable=testable), gates=[stop_gate(others), margin_gate]))
     return out
 
 

@@ -55,7 +55,7 @@ def fit_gabor(img: np.ndarray) -> tuple[float, float]:
 
 
 def gabor_stats(filters, side: int, channels: int = 1) -> dict:
-    """Median R², fraction of Gabor-like filters and count, for filters given as rows.
+    """Median R² (and its standard error), fraction of Gabor-like filters and count, for filters given as rows.
 
     ``filters`` has shape (n, channels·side²) in channel-first order; colour filters are
     reduced to their luminance (mean over channels) before fitting.
@@ -63,4 +63,7 @@ def gabor_stats(filters, side: int, channels: int = 1) -> dict:
     imgs = np.asarray(filters, dtype=float).reshape(len(filters), channels, side, side).mean(1)
     fits = np.array([fit_gabor(x) for x in imgs])
     like = (fits[:, 0] >= GABOR_R2) & (fits[:, 1] <= GABOR_WIDTH * side)
-    return {"median_r2": float(np.median(fits[:, 0])), "frac_gabor": float(like.mean()), "n": int(len(imgs))}
+    r2 = fits[:, 0]
+    # the median's standard error, √(π/2)·sd/√n for a roughly normal spread: what the "within noise" gate reads
+    se = float(np.sqrt(np.pi / 2) * r2.std(ddof=1) / np.sqrt(len(r2))) if len(r2) > 1 else float("nan")
+    return {"median_r2": float(np.median(r2)), "median_r2_se": se, "frac_gabor": float(like.mean()), "n": int(len(imgs))}

@@ -25,6 +25,7 @@ from smlib.models.grbm import GRBM
 from smlib.models.mcrbm import MCRBM
 from smlib.models.mlp import ACTIVATIONS, MLPEnergy, ScoreMLP
 from smlib.models.mpot import MPoT
+from smlib.models.noise_conditional import NoiseConditionalEnergy, NoiseConditionalScore
 
 __all__ = [
     "EnergyModel",
@@ -40,4 +41,6 @@ __all__ = [
     "ACTIVATIONS",
     "FirstLayerLaplacian",
     "FirstLinearEnergy",
+    "NoiseConditionalEnergy",
+    "NoiseConditionalScore",
 ]
