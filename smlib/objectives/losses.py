@@ -278,7 +278,7 @@ def esm(model, x: torch.Tensor, true_score) -> torch.Tensor:
     x : torch.Tensor, shape (B, d)
     true_score : callable or torch.Tensor
         Either ψ_true(x) as a (B, d) tensor or a function x ↦ ψ_true(x) (e.g.
-        ``smlib.data.gaussian_mixture(...).score``).
+        ``smlib.data.gaussian_mixture_2d(...).score``).
 
     Returns
     -------
