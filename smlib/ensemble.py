@@ -85,7 +85,8 @@ def _member_loss(base, objective):
 
     def loss(params, buffers, x, noise, sigma):
         settings = objective if sigma is None else objective.with_tensors(sigma=sigma)
-        return settings(_Member(base, params, buffers), x, noise)
+        with _checks.disabled():  # inside vmap a check cannot read a value; fit_ensemble checked data and options
+            return settings(_Member(base, params, buffers), x, noise)
 
     return loss
 
@@ -252,8 +253,7 @@ def _train(members, data, objective, sigmas, seeds, c, device):
                 st["perms"] = torch.stack([torch.randperm(n, generator=g) for g in order]).to(device)  # (M, n)
             x = data[st["perms"][:, b * B : (b + 1) * B]]  # (M, b, d)
             noise = torch.stack([objective.draw(x[0], g) for g in noise_gen]) if has_noise else None
-            with _checks.disabled():  # data and options were checked above; inside vmap a check cannot sync
-                grads, losses = step_fn(params, buffers, x, noise, sigma_t)
+            grads, losses = step_fn(params, buffers, x, noise, sigma_t)
             losses = losses.detach()
             if not bool(torch.isfinite(losses).all()):
                 bad = [m for m in range(M) if not math.isfinite(float(losses[m]))]
