@@ -4,10 +4,11 @@ Each helper raises ``ValueError`` with a message that names the offending argume
 what was wrong, so that a user who passes a (B,) vector, an integer image or a batch with a NaN
 learns it at the call site instead of from a silent broadcast three functions later.
 
-The finiteness check of :func:`check_data` needs one host/device synchronisation. It is skipped
-automatically while ``torch.compile`` traces or a CUDA graph is being captured, and can be
-switched off explicitly (e.g. by a training loop that checks its data once) with
-``with smlib._checks.disabled(): ...``.
+The finiteness check of :func:`check_data`, and the value check of a one-element tensor given for
+a number (:func:`check_positive`, :func:`check_nonnegative`), need a host/device synchronisation.
+They are skipped automatically while ``torch.compile`` traces or a CUDA graph is being captured,
+and can be switched off explicitly (e.g. by a training loop that checked its data and options
+once, or inside ``torch.func.vmap``) with ``with smlib._checks.disabled(): ...``.
 """
 from __future__ import annotations
 
@@ -87,10 +88,12 @@ def check_data(x, name: str = "x", d: int | None = None) -> torch.Tensor:
     return x
 
 
-def _as_float(name: str, value) -> float:
+def _as_float(name: str, value):
     if isinstance(value, bool) or value is None:
         raise ValueError(f"{name} must be a real number, got {value!r}")
     if isinstance(value, torch.Tensor):
+        if not _ENABLED or _tracing():  # a tensor's value needs a host sync (e.g. one member's σ inside vmap)
+            return value
         if value.numel() != 1:
             raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
         value = value.item()
@@ -109,6 +112,8 @@ def check_positive(name: str, value) -> float:
     Accepts Python numbers and one-element tensors; returns the value as a float.
     """
     v = _as_float(name, value)
+    if isinstance(v, torch.Tensor):  # left unchecked while checks are off (see _as_float)
+        return v
     if not v > 0:
         raise ValueError(f"{name} must be > 0, got {v}")
     return v
@@ -117,6 +122,8 @@ def check_positive(name: str, value) -> float:
 def check_nonnegative(name: str, value) -> float:
     """Raise ``ValueError("lam must be >= 0, got -0.1")`` unless ``value`` is finite and ≥ 0."""
     v = _as_float(name, value)
+    if isinstance(v, torch.Tensor):  # left unchecked while checks are off (see _as_float)
+        return v
     if not v >= 0:
         raise ValueError(f"{name} must be >= 0, got {v}")
     return v

@@ -43,9 +43,9 @@ import torch
 from smlib import samplers
 from smlib._checks import check_choice, check_data, check_int, check_nonnegative, check_positive
 
-__all__ = ["MCMCEstimator", "CD", "PCD", "FPCD", "LangevinCD"]
+__all__ = ["MCMCEstimator", "CD", "PCD", "FPCD", "LangevinCD", "SAMPLERS"]  # SAMPLERS: the one list of samplers
 
-_SAMPLERS = ("auto", "gibbs", "langevin", "mala", "hmc")
+SAMPLERS = ("auto", "gibbs", "langevin", "mala", "hmc")
 
 
 class MCMCEstimator:
@@ -87,7 +87,7 @@ class MCMCEstimator:
         seed=None,
     ):
         k = check_int("k", k, 0)
-        check_choice("sampler", sampler, _SAMPLERS)
+        check_choice("sampler", sampler, SAMPLERS)
         check_positive("step_size", step_size)
         n_leapfrog = check_int("n_leapfrog", n_leapfrog)
         check_nonnegative("noise_scale", noise_scale)
@@ -339,7 +339,7 @@ class FPCD(PCD):
         params = self._params(model)
         grads = torch.autograd.grad(loss, [p for _, p in params], retain_graph=True, allow_unused=True)
         with torch.no_grad():
-            for (n, p), g in zip(params, grads):
+            for (n, _), g in zip(params, grads):
                 f = self.fast[n]
                 f.mul_(self.fast_decay)
                 if g is not None:

@@ -102,3 +102,69 @@ def test_non_finite_loss_names_the_member():
     x = data2d()
     with pytest.raises(FloatingPointError, match=r"member\(s\) \[1\] at step 1"):
         fit_ensemble(make, None, x, "dsm", sigmas=[0.5, 1e-300], n_steps=2, batch_size=8)
+
+
+def make_grbm():
+    from smlib.models import GRBM
+
+    return GRBM(2, 3)
+
+
+@pytest.mark.parametrize("objective,kw", [("sm", {}), ("ssm", {"n_slices": 2}), ("dsm", {"sigma": 0.3})])
+def test_a_model_without_the_laplacian_recursion_matches_fit(objective, kw):
+    # GRBM members: the Hessian trace by forward-over-reverse products on the functional view, where fit
+    # uses the GRBM's closed form (sm) or autograd (ssm): two independent routes to the same loss
+    common = dict(n_steps=6, batch_size=16, lr=1e-2)
+    models, history = fit_ensemble(make_grbm, None, data2d(), objective, seeds=[3, 4], **kw, **common)
+    for m, s in enumerate([3, 4]):
+        torch.manual_seed(s)
+        ref = make_grbm()
+        h = train.fit(ref, data2d(), objective, options=kw, seed=s, progress=False, **common)
+        assert max(abs(a - b) for a, b in zip(history[f"loss_{m}"], h["loss"])) < 1e-10
+        for p, q in zip(models[m].parameters(), ref.parameters()):
+            assert float((p - q).detach().abs().max()) < 1e-10
+
+
+def test_fit_ensemble_leaves_the_global_generator_alone():
+    torch.manual_seed(5)
+    state = torch.get_rng_state().clone()
+    fit_ensemble(make, 2, data2d(), "dsm", sigma=0.3, n_steps=3, batch_size=16)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_the_divergence_guard_watches_every_member():
+    with pytest.raises(train.DivergenceError, match=r"objective 'dsm \(member [01]\)'.*beyond 1.5×"):
+        fit_ensemble(make, 2, data2d(), "dsm", sigma=0.3, n_steps=40, batch_size=16, optimizer="sgd", lr=0.3,
+                     divergence_guard={"factor": 1.5})
+    fit_ensemble(make, 2, data2d(), "dsm", sigma=0.3, n_steps=40, batch_size=16, optimizer="sgd", lr=0.3,
+                 divergence_guard=False)  # the same run without the guard
+
+
+def test_settings_it_does_not_implement_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"does not implement \['lr_schedule', 'grad_clip'\]"):
+        fit_ensemble(make, 2, data2d(), "dsm", sigma=0.3, n_steps=2, lr_schedule="cosine", grad_clip=1.0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'sigmaa'"):
+        fit_ensemble(make, 2, data2d(), "dsm", sigmaa=0.3, n_steps=2)
+    with pytest.raises(ValueError, match="option 'n_slices' of objective 'ssm' must be >= 1"):
+        fit_ensemble(make, 2, data2d(), "ssm", n_slices=0, n_steps=2)
+    with pytest.raises(TypeError, match="sigmas are DSM's noise levels"):
+        fit_ensemble(make, None, data2d(), "sm", sigmas=[0.1, 0.2], n_steps=2)
+
+
+def test_checkpoint_resume_is_bit_identical_and_checked(tmp_path):
+    common = dict(sigmas=[0.2, 0.5], seeds=[1, 2], batch_size=16, lr=1e-2)
+    whole, h_whole = fit_ensemble(make, None, data2d(), "dsm", n_steps=11, **common)
+    path = tmp_path / "ens.pt"
+    fit_ensemble(make, None, data2d(), "dsm", n_steps=5, checkpoint=path, **common)  # "killed" at step 5, mid-epoch
+    ck = train.load_checkpoint(path)
+    assert ck["step"] == 5 and ck["config"]["ensemble"] == {"seeds": [1, 2], "sigmas": [0.2, 0.5]}
+    resumed, h = fit_ensemble(make, None, data2d(), "dsm", n_steps=11, checkpoint=path, resume=True, **common)
+    for a, b in zip(whole, resumed):
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.equal(p, q)
+    assert h["loss"] == h_whole["loss"] and h.steps == h_whole.steps
+    with pytest.raises(train.CheckpointError, match=r"ensemble.sigmas: checkpoint \[0.2, 0.5\], now \[0.2, 0.6\]"):
+        fit_ensemble(make, None, data2d(), "dsm", n_steps=12, checkpoint=path, resume=True,
+                     **{**common, "sigmas": [0.2, 0.6]})
+    with pytest.raises(train.CheckpointError, match="lr: checkpoint 0.01, now 0.02"):
+        fit_ensemble(make, None, data2d(), "dsm", n_steps=12, checkpoint=path, resume=True, **{**common, "lr": 2e-2})

@@ -422,7 +422,7 @@ def test_mpot_free_energy_one_cov_unit_and_posterior_moments_by_quadrature(gamma
         moments = np.zeros(6)  # Z, E[hc], E[hc²], E[hm], E[hc·hm], E[hm²] (unnormalised)
         for hm in (0.0, 1.0):
 
-            def w(h, k):
+            def w(h, k, vb=vb, hm=hm):
                 with torch.no_grad():
                     e = model.joint_energy(vb, torch.tensor([[h]]), torch.tensor([[hm]]))
                 return h**k * math.exp(-float(e))
@@ -438,7 +438,7 @@ def test_mpot_free_energy_one_cov_unit_and_posterior_moments_by_quadrature(gamma
         assert float(hc_model) == pytest.approx(mean_hc, rel=1e-7)
         assert float(hm_model) == pytest.approx(mean_hm, rel=1e-7)
         # ∂E/∂v is affine in (h^c, h^m): read its coefficients off autograd of the joint energy
-        def grad_at(hc, hm, order):
+        def grad_at(hc, hm, order, vb=vb):
             vv = vb.clone().requires_grad_(True)
             E = model.joint_energy(vv, torch.tensor([[hc]]), torch.tensor([[hm]]))
             (g,) = torch.autograd.grad(E.sum(), vv, create_graph=True)

@@ -226,7 +226,9 @@ def test_checkpoint_contents_and_atomic_write(tmp_path, monkeypatch):
 def test_nan_loss_guard_names_the_step():
     x = data2d(40)
 
-    def objective(m, xb, state={"n": 0}):
+    state = {"n": 0}
+
+    def objective(m, xb):
         state["n"] += 1
         loss = m.energy(xb).mean()
         return loss * math.nan if state["n"] == 3 else loss
@@ -345,7 +347,9 @@ def test_score_matching_losses_fall_through_fit(objective):
         if objective == "ae" and not hasattr(model, "reconstruct"):
             continue
         model = model.double()
-        measure = lambda: SM_FAMILY[objective](model, x, torch.Generator().manual_seed(7)).item()  # noqa: E731
+        def measure(model=model):
+            return SM_FAMILY[objective](model, x, torch.Generator().manual_seed(7)).item()
+
         before = measure()
         train.fit(model, x, objective, n_steps=60, batch_size=32, progress=False, lr=1e-2,
                   options=OBJECTIVE_KW[objective])

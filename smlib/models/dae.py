@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from smlib._checks import check_positive
+from smlib._checks import check_int, check_positive
 from smlib.models.base import EnergyModel, _check_input, rho_bernoulli, softplus
 
 __all__ = ["DAEEnergy"]
@@ -42,6 +42,7 @@ class DAEEnergy(EnergyModel):
     """
 
     def __init__(self, n_visible: int, n_hidden: int, sigma: float = 1.0, tied: bool = True):
+        n_visible, n_hidden = check_int("n_visible", n_visible), check_int("n_hidden", n_hidden)
         super().__init__(n_visible)
         sigma = check_positive("sigma", sigma)
         self.n_visible, self.n_hidden, self.tied = int(n_visible), int(n_hidden), bool(tied)

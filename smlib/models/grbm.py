@@ -44,9 +44,8 @@ class GRBM(LatentGaussianModel):
     """
 
     def __init__(self, n_visible: int, n_hidden: int, sigma: float = 1.0, learn_sigma: bool = False):
+        n_visible, n_hidden = check_int("n_visible", n_visible), check_int("n_hidden", n_hidden, 0)
         super().__init__(n_visible)
-        if n_visible < 1 or n_hidden < 0:
-            raise ValueError(f"need n_visible >= 1 and n_hidden >= 0, got {n_visible}, {n_hidden}")
         sigma = check_positive("sigma", sigma)
         self.n_visible, self.n_hidden = int(n_visible), int(n_hidden)
         std = 1.0 / math.sqrt(n_visible + n_hidden)

@@ -6,6 +6,7 @@ import math
 import torch
 from torch import nn
 
+from smlib._checks import check_int
 from smlib.models.gated import gated_gaussian_mean, sample_gated_gaussian
 from smlib.models.base import (
     LatentGaussianModel,
@@ -54,9 +55,10 @@ class MCRBM(LatentGaussianModel):
     """
 
     def __init__(self, n_visible: int, n_factors: int, n_cov: int, n_mean: int):
+        n_visible, n_factors, n_cov = (check_int(k, v) for k, v in (("n_visible", n_visible), ("n_factors", n_factors),
+                                                                      ("n_cov", n_cov)))
+        n_mean = check_int("n_mean", n_mean, 0)
         super().__init__(n_visible)
-        if min(n_visible, n_factors, n_cov) < 1 or n_mean < 0:
-            raise ValueError("need n_visible, n_factors, n_cov >= 1 and n_mean >= 0")
         self.n_visible, self.n_factors = int(n_visible), int(n_factors)
         self.n_cov, self.n_mean = int(n_cov), int(n_mean)
         self.C = nn.Parameter(torch.randn(n_visible, n_factors) / math.sqrt(n_visible))

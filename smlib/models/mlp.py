@@ -139,7 +139,7 @@ class ScoreMLP(_MLPBody, ScoreModel):
         B, d = x.shape
         J = self.layers[0].weight.unsqueeze(1)  # (n_1, 1, d) = ∂h_1/∂x, shared by the batch
         h = self.layers[0](x)
-        for l, layer in enumerate(self.layers):
+        for l in range(len(self.layers)):
             a, d1, _ = act(h)
             X = d1.T.contiguous().unsqueeze(-1) * J  # (n_l, B, d) = diag(φ'_l) J_l
             if l == len(self.layers) - 1:

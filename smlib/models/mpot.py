@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from smlib._checks import check_positive
+from smlib._checks import check_int, check_positive
 from smlib.models.gated import gated_gaussian_mean, sample_gamma, sample_gated_gaussian
 from smlib.models.base import (
     LatentGaussianModel,
@@ -68,6 +68,7 @@ class MPoT(LatentGaussianModel):
         *,
         n_factors: int | None = None,
     ):
+        n_visible = check_int("n_visible", n_visible)
         super().__init__(n_visible)
         if n_cov is None:
             n_cov = n_factors
@@ -75,8 +76,7 @@ class MPoT(LatentGaussianModel):
             raise ValueError(f"MPoT has one filter per covariance unit: n_factors={n_factors} != n_cov={n_cov}")
         if n_cov is None:
             raise ValueError("MPoT needs n_cov (number of covariance units / filters)")
-        if min(n_visible, n_cov) < 1 or n_mean < 0:
-            raise ValueError("need n_visible, n_cov >= 1 and n_mean >= 0")
+        n_cov, n_mean = check_int("n_cov" if n_factors is None else "n_factors", n_cov), check_int("n_mean", n_mean, 0)
         gamma = check_positive("gamma", gamma)
         self.n_visible, self.n_cov, self.n_mean = int(n_visible), int(n_cov), int(n_mean)
         self.C = nn.Parameter(torch.randn(n_visible, n_cov) / math.sqrt(n_visible))

@@ -19,8 +19,9 @@ Training objectives by name (:mod:`smlib.objectives.registry`, the one list of n
 losses above except `esm` (which needs the true score), and the MCMC estimators of
 :mod:`smlib.mcmc` — ``"cd"`` (CD-k), ``"pcd"``, ``"fpcd"`` and ``"langevin_cd"`` — whose
 surrogate mean E(x⁺) − mean E(sg[x⁻]) has the maximum-likelihood gradient estimate as its
-θ-gradient. ``make(name, **options)`` builds one; ``smlib.train.fit(model, x, name, options=...)``
-does the same.
+θ-gradient. Each is a frozen dataclass that checks its options (``DSM(sigma=0.1)``, ``PCD(n_chains=100)``);
+``make(name, **options)`` builds one by name; ``smlib.train.fit(model, x, DSM(sigma=0.1), ...)`` and
+``fit(model, x, "dsm", options={"sigma": 0.1})`` do the same.
 
 Every objective returns a scalar whose θ-gradient is the estimator's update; all accept
 externally supplied noise / projections so that two implementations can be compared on identical
@@ -34,11 +35,15 @@ every path.
 from __future__ import annotations
 
 from smlib.objectives.losses import PROJECTIONS, ae, dsm, esm, kingma_lecun, sample_projections, sm, sm_generic, ssm
-from smlib.objectives.registry import REGISTRY, Objective, Option, Spec, make, names
+from smlib.objectives.registry import (
+    AE, CD, DSM, FPCD, PCD, REGISTRY, SM, SSM, SSMVR, KingmaLeCun, LangevinCD, Objective, ObjectiveConfig, Option, make,
+    names, resolve,
+)
 from smlib.objectives.derivatives import METHODS, hessian_trace, score_jacobian_diagonal, score_of
 
 __all__ = [
     "score_of", "hessian_trace", "score_jacobian_diagonal", "sm", "sm_generic", "dsm", "ssm", "kingma_lecun",
     "ae", "esm", "sample_projections", "METHODS", "PROJECTIONS",
-    "REGISTRY", "Spec", "Option", "Objective", "make", "names",
+    "REGISTRY", "ObjectiveConfig", "Option", "Objective", "make", "names", "resolve",
+    "SM", "DSM", "SSM", "SSMVR", "KingmaLeCun", "AE", "CD", "PCD", "FPCD", "LangevinCD",
 ]

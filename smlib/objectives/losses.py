@@ -184,6 +184,10 @@ def ssm(
                 f"projections must have shape (B, d) = {tuple(x.shape)} or (n_slices, B, d), "
                 f"got {tuple(projections.shape)}"
             )
+    if getattr(model, "functional", False):  # inside torch.func transforms (smlib.ensemble): no autograd.grad
+        psi = model.score(x)
+        Jv = torch.func.vmap(lambda u: torch.func.jvp(model.score, (x,), (u,))[1])(v)  # (∇ψ)v, forward mode
+        return _ssm_terms(psi, v, Jv, vr, kind, d)
     create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
         x_ = x if x.requires_grad else x.detach().requires_grad_(True)
@@ -192,13 +196,18 @@ def ssm(
             g = _grad_x(psi, x_, v[0], create_graph, model=model).unsqueeze(0)
         else:
             g = _grad_x(psi, x_, v, create_graph, batched=True, model=model)
-        vJv = (g * v).sum(-1)  # (S, B): vᵀ(∇ψ)ᵀv = vᵀ(∇ψ)v
-        if vr:
-            first = 0.5 * (psi * psi).sum(-1) / (d if kind == "sphere" else 1)
-        else:
-            first = 0.5 * (v * psi).sum(-1) ** 2
-        loss = (first + vJv).mean()
+        loss = _ssm_terms(psi, v, g, vr, kind, d)  # g = (∇ψ)ᵀv: vᵀ(∇ψ)ᵀv = vᵀ(∇ψ)v
     return loss if create_graph else loss.detach()
+
+
+def _ssm_terms(psi, v, Jv, vr, kind, d):
+    """mean over slices and batch of ½(vᵀψ)² (VR: ½‖ψ‖², /d for the sphere) + vᵀ(∇ψ)v."""
+    vJv = (Jv * v).sum(-1)  # (S, B)
+    if vr:
+        first = 0.5 * (psi * psi).sum(-1) / (d if kind == "sphere" else 1)
+    else:
+        first = 0.5 * (v * psi).sum(-1) ** 2
+    return (first + vJv).mean()
 
 
 def kingma_lecun(model, x: torch.Tensor, lam, method: str = "auto"):
@@ -269,7 +278,7 @@ def esm(model, x: torch.Tensor, true_score) -> torch.Tensor:
     x : torch.Tensor, shape (B, d)
     true_score : callable or torch.Tensor
         Either ψ_true(x) as a (B, d) tensor or a function x ↦ ψ_true(x) (e.g.
-        ``smlib.data.gaussian_mixture(...).score``).
+        ``smlib.data.gaussian_mixture_2d(...).score``).
 
     Returns
     -------

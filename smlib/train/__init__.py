@@ -12,26 +12,29 @@ a CUDA-graph step on GPUs. The modules import only downward:
 =================  ==============================================================================
 `history`          the training record (:class:`History`)
 `batches`          minibatches of a tensor or an iterable; the data fingerprint
-`setup`            device, objective, optimiser and schedule (also used by `smlib.ensemble`)
+`config`           the typed settings: :class:`TrainConfig`, :class:`GuardConfig`
+`setup`            device, optimiser and schedule (also used by `smlib.ensemble`)
 `checkpoint`       atomic save, a careful loader, comparison of run configurations
 `state`            :class:`TrainState`, the resume state; the run configuration
 `step`             one eager step with its guards (:class:`DivergenceGuard`)
-`graph`            the CUDA-graph step and its plan (:class:`FastPathWarning`)
+`cuda_graph`       the CUDA-graph step and its plan (:class:`FastPathWarning`)
 `loop`             :func:`fit` and :func:`fast_path_plan`
 =================  ==============================================================================
 
-Reproducibility: on CPU, ``fit(..., seed=s)`` is deterministic, and a run interrupted after a
+Reproducibility: on CPU, ``fit(..., seed=s)`` is deterministic (the run draws from its own
+stream; torch's global generator is left alone), and a run interrupted after a
 checkpoint and continued with ``resume=True`` ends bit-identical to an uninterrupted run.
 References: Swersky et al. (2011), §4 (SM, CD, PCD, FPCD, AE); Saremi et al. (2018) (DEEN).
 """
 from smlib.train.batches import fingerprint
 from smlib.train.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from smlib.train.config import CHANGEABLE, GuardConfig, TrainConfig
 from smlib.train.cuda_graph import FastPathPlan, FastPathWarning
 from smlib.train.history import History
 from smlib.train.loop import fast_path_plan, fit
-from smlib.train.setup import make_optimizer, make_schedule, resolve_device, resolve_objective
+from smlib.train.setup import make_optimizer, make_schedule, resolve_device
 from smlib.train.step import DivergenceError, DivergenceGuard
 
-__all__ = ["fit", "fast_path_plan", "History", "save_checkpoint", "load_checkpoint", "CheckpointError",
+__all__ = ["fit", "TrainConfig", "GuardConfig", "CHANGEABLE", "fast_path_plan", "History", "save_checkpoint", "load_checkpoint", "CheckpointError",
            "CHECKPOINT_FORMAT", "FastPathPlan", "FastPathWarning", "DivergenceError", "DivergenceGuard",
-           "resolve_device", "resolve_objective", "make_optimizer", "make_schedule", "fingerprint"]
+           "resolve_device", "make_optimizer", "make_schedule", "fingerprint"]

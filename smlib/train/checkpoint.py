@@ -19,15 +19,15 @@ from pathlib import Path
 import torch
 
 from smlib._io import atomic_write
+from smlib.train.config import CHANGEABLE, _allowed
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "compare_configs",
-           "CHANGEABLE"]
+           "CHANGEABLE", "allows", "resume_checkpoint"]
 
-CHECKPOINT_FORMAT = "smlib.fit/2"
+#: /3: the run configuration is TrainConfig's fields (momentum at the top level) and the guard's settings
+CHECKPOINT_FORMAT = "smlib.fit/3"
 _KEYS = ("step", "epoch", "batch_in_epoch", "model", "optimizer", "scheduler", "objective_state", "rng", "history",
          "perm", "log_window", "config")
-#: settings a resume may change when the call names them in ``allow_changes``
-CHANGEABLE = ("lr", "momentum", "weight_decay", "grad_clip", "objective", "n_steps", "n_epochs", "divergence_guard")
 
 
 class CheckpointError(ValueError):
@@ -93,28 +93,50 @@ def _flatten(d, prefix=""):
     return out
 
 
+def allows(name: str, setting: str) -> bool:
+    """Whether ``allow_changes`` entry ``name`` covers the flattened ``setting``: the same key, or a
+    sub-setting of a group ("objective" covers "objective.sigma"). Never a string prefix: "lr"
+    does not cover "lr_schedule"."""
+    return setting == name or setting.startswith(name + ".")
+
+
 def compare_configs(path, saved: dict, current: dict, allow=()) -> list[dict]:
     """The allowed differences between a checkpoint's run configuration and the call's.
 
-    Raises :class:`CheckpointError` naming the file and every setting that differs and is not in
-    ``allow`` (a top-level key such as ``"lr"`` or ``"objective"``; ``"objective"`` covers all of
-    its options). Returns the allowed differences as ``[{"setting", "from", "to"}]``.
+    Every setting either configuration holds is compared (the union of their keys: a setting the
+    checkpoint did not record differs from any value now). Raises :class:`CheckpointError` naming
+    the file and every setting that differs and is not covered by a name in ``allow`` (see
+    :func:`allows`; the names must be in :data:`CHANGEABLE`). Returns the allowed differences as
+    ``[{"setting", "from", "to"}]``.
     """
-    bad_names = sorted(set(allow) - set(CHANGEABLE))
-    if bad_names:
-        raise ValueError(f"allow_changes may name {list(CHANGEABLE)}, got {bad_names}")
+    allow = _allowed(allow)
     old, new = _flatten(saved), _flatten(current)
     diffs = [(k, old.get(k, "<absent>"), new.get(k, "<absent>")) for k in sorted(set(old) | set(new))
              if old.get(k, "<absent>") != new.get(k, "<absent>")]
-    refused = [d for d in diffs if d[0].split(".")[0] not in allow]
+    refused = [d for d in diffs if not any(allows(n, d[0]) for n in allow)]
     if refused:
         lines = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, a, b in refused)
-        hint = [k.split(".")[0] for k, _, _ in refused if k.split(".")[0] in CHANGEABLE]
-        more = f" — or pass allow_changes={sorted(set(hint))} to apply them" if hint else ""
+        hint = sorted({n for k, _, _ in refused for n in CHANGEABLE if allows(n, k)})
+        fixed = all(any(allows(n, k) for n in CHANGEABLE) for k, _, _ in refused)
+        more = f" — or pass allow_changes={hint} to apply them" if fixed else ""
         raise CheckpointError(f"cannot resume {path}: the run was set up differently ({lines}). "
                               f"Use the original settings, another checkpoint path{more}")
     changes = [{"setting": k, "from": a, "to": b} for k, a, b in diffs]
     if changes:
         warnings.warn(f"resuming {path} with changed settings: "
-                      + "; ".join(f"{c['setting']} {c['from']!r} -> {c['to']!r}" for c in changes), stacklevel=3)
+                      + "; ".join(f"{c['setting']} {c['from']!r} -> {c['to']!r}" for c in changes), stacklevel=6)
     return changes
+
+
+def resume_checkpoint(config, run: dict) -> tuple[dict, list[dict]]:
+    """The checkpoint ``config.checkpoint`` and its allowed changes, checked against the run configuration
+    ``run`` (:func:`compare_configs`) and against ``config``'s length (a checkpoint past ``n_steps`` or
+    ``n_epochs`` cannot give a shorter run)."""
+    ck = load_checkpoint(config.checkpoint)
+    changes = compare_configs(config.checkpoint, ck["config"], run, config.allow_changes)
+    if config.n_steps is not None and ck["step"] > config.n_steps:
+        raise ValueError(f"checkpoint {config.checkpoint} is at step {ck['step']}, beyond n_steps={config.n_steps}: "
+                         "a resume cannot return a model trained for fewer steps")
+    if config.n_epochs is not None and ck["epoch"] > config.n_epochs:
+        raise ValueError(f"checkpoint {config.checkpoint} is at epoch {ck['epoch']}, beyond n_epochs={config.n_epochs}")
+    return ck, changes

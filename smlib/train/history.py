@@ -32,7 +32,7 @@ class History(dict):
         self.epochs.append(int(epoch))
         for k, v in values.items():
             self.setdefault(k, [math.nan] * n).append(float(v))
-        for k, lst in self.items():
+        for lst in self.values():
             if len(lst) < n + 1:
                 lst.append(math.nan)
 

@@ -1,4 +1,4 @@
-"""What `fit` and `fit_ensemble` set up before the first step: device, objective, optimiser, schedule.
+"""What `fit` and `fit_ensemble` set up before the first step: device, optimiser, schedule.
 
 Public, so that `smlib.ensemble` builds its optimiser and device the way `fit` does.
 """
@@ -9,13 +9,10 @@ import numbers
 
 import torch
 
-from smlib import objectives as _objectives
 from smlib._checks import check_choice
+from smlib.train.config import OPTIMIZERS, SCHEDULES
 
-__all__ = ["resolve_device", "resolve_objective", "make_optimizer", "make_schedule", "OPTIMIZERS", "SCHEDULES"]
-
-OPTIMIZERS = ("adam", "sgd", "adamw")
-SCHEDULES = (None, "constant", "cosine", "step", "linear")
+__all__ = ["resolve_device", "make_optimizer", "make_schedule", "capturable", "OPTIMIZERS", "SCHEDULES"]
 
 
 def resolve_device(device) -> torch.device:
@@ -40,51 +37,9 @@ def resolve_device(device) -> torch.device:
     return dev
 
 
-def resolve_objective(objective, options=None):
-    """Turn ``objective`` into ``(fn(model, x), label, stateful, config)``.
-
-    ``objective`` is a name of :data:`smlib.objectives.REGISTRY` (its ``options`` a dict), an
-    :class:`smlib.objectives.Objective` from :func:`smlib.objectives.make`, an MCMC estimator
-    instance, or any callable ``(model, x) -> loss`` (``options`` then become keyword arguments of
-    every call). ``stateful`` is the object whose ``state_dict``/``load_state_dict`` the
-    checkpoints hold (or None); ``config`` describes the objective and its options (what a
-    checkpoint records and compares on resume).
-
-    Raises
-    ------
-    ValueError
-        Unknown name or invalid option value (e.g. ``sigma <= 0``, a string for a number).
-    TypeError
-        Unknown or missing option, options given with an already-built objective, or an
-        objective that is neither a name nor callable.
-    """
-    if options is not None and not isinstance(options, dict):
-        raise TypeError(f"options must be a dict of the objective's options, got {type(options).__name__}")
-    if isinstance(objective, str):
-        objective = _objectives.make(objective, **(options or {}))
-    elif options and isinstance(objective, _objectives.Objective):
-        raise TypeError(f"{objective!r} already carries its options; pass options only with a name")
-    if isinstance(objective, _objectives.Objective):
-        return objective, objective.name, objective.state, objective.config()
-    if not callable(objective):
-        raise TypeError(f"objective must be a name in {tuple(_objectives.REGISTRY)}, an Objective, or a callable "
-                        f"(model, x) -> loss; got {objective!r}")
-    label = getattr(objective, "__name__", type(objective).__name__)
-    stateful = objective if hasattr(objective, "state_dict") and hasattr(objective, "load_state_dict") else None
-    opts = objective.config() if hasattr(objective, "config") else {k: repr(v) for k, v in (options or {}).items()}
-    config = {"objective": label, "options": opts}
-    if options:
-        fn, kwargs = objective, dict(options)
-
-        def objective(model, x):  # noqa: F811
-            return fn(model, x, **kwargs)
-
-    return objective, label, stateful, config
-
-
 def capturable(fn) -> bool:
     """Whether a resolved objective is a registered one that the CUDA-graph step can capture."""
-    return isinstance(fn, _objectives.Objective) and fn.spec.cuda_graph
+    return fn.spec is not None and fn.spec.cuda_graph
 
 
 def _number(name, value, *, positive=False):

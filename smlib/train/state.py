@@ -1,6 +1,7 @@
 """The resume state of `fit` (:class:`TrainState`) and the run configuration a checkpoint records."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -8,9 +9,10 @@ import torch
 
 from smlib.train.batches import TensorBatches, fingerprint
 from smlib.train.checkpoint import CHECKPOINT_FORMAT
+from smlib.train.config import NOT_RUN_SETTINGS
 from smlib.train.history import History
 
-__all__ = ["TrainState", "run_config"]
+__all__ = ["TrainState", "run_config", "apply_changes"]
 
 
 def _jsonable(value):
@@ -21,26 +23,44 @@ def _jsonable(value):
         return repr(value)
 
 
-def run_config(model, objective_config, optimizer, opt, *, lr, momentum, weight_decay, lr_schedule, grad_clip,
-               batch_size, drop_last, seed, batches, n_steps, n_epochs, guard) -> dict:
-    """Everything that defines a run, as plain values (what a resume must match)."""
-    if isinstance(optimizer, str):
-        optim = {"name": optimizer, **({"momentum": momentum} if optimizer == "sgd" else {})}
-    else:
-        optim = {"name": "custom", "class": type(opt).__name__,
-                 "defaults": {k: _jsonable(v) for k, v in opt.defaults.items() if k != "params"}}
-    schedule = lr_schedule if lr_schedule is None or isinstance(lr_schedule, str) else "callable"
-    cfg = {
-        "model": {"class": type(model).__qualname__, "dtype": str(next(model.parameters()).dtype),
-                  "parameters": {n: list(p.shape) for n, p in model.named_parameters()}},
-        "objective": {"name": objective_config["objective"], **{k: _jsonable(v) for k, v in objective_config["options"].items()}},
-        "optimizer": optim, "lr": lr, "weight_decay": weight_decay, "lr_schedule": schedule, "grad_clip": grad_clip,
-        "batch_size": batch_size, "drop_last": drop_last, "seed": seed, "data": fingerprint(batches),
-        "divergence_guard": None if guard is None else {"factor": guard.factor},
-    }
-    if schedule not in (None, "constant"):  # the schedule's length depends on the run's length
-        cfg.update(n_steps=n_steps, n_epochs=n_epochs)
+def run_config(model, objective, config, opt, batches, guard) -> dict:
+    """Everything that defines a run, as plain values (what a resume must match).
+
+    The run-defining fields of the :class:`~smlib.train.config.TrainConfig` (all but device,
+    logging and checkpoint handling), the objective's options, the model's class, dtype and
+    shapes, the data's fingerprint and the divergence guard's settings. ``momentum`` is recorded
+    for SGD only (the other optimisers ignore it); ``n_steps``/``n_epochs`` only when a schedule
+    depends on the run's length (else a finished run may be extended).
+    """
+    cfg = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in NOT_RUN_SETTINGS}
+    if not isinstance(config.optimizer, str):
+        cfg["optimizer"] = {"name": "custom", "class": type(opt).__name__,
+                            "defaults": {k: _jsonable(v) for k, v in opt.defaults.items() if k != "params"}}
+    if config.optimizer != "sgd":
+        cfg["momentum"] = None
+    if cfg["lr_schedule"] is not None and not isinstance(cfg["lr_schedule"], str):
+        cfg["lr_schedule"] = "callable"
+    if cfg["lr_schedule"] in (None, "constant"):
+        del cfg["n_steps"], cfg["n_epochs"]
+    cfg["divergence_guard"] = None if guard is None else dataclasses.asdict(guard.settings)
+    cfg["model"] = {"class": type(model).__qualname__, "dtype": str(next(model.parameters()).dtype),
+                    "parameters": {n: list(p.shape) for n, p in model.named_parameters()}}
+    cfg["objective"] = {"name": objective.label, **{k: _jsonable(v) for k, v in objective.config()["options"].items()}}
+    cfg["data"] = fingerprint(batches)
     return cfg
+
+
+def apply_changes(opt, sched, config, changed) -> None:
+    """Apply the allowed optimiser changes of a resume (names in ``changed``) from ``config`` now."""
+    for group in opt.param_groups:
+        if "lr" in changed:
+            group["lr"] = config.lr
+        if "momentum" in changed and "momentum" in group:
+            group["momentum"] = config.momentum
+        if "weight_decay" in changed:
+            group["weight_decay"] = config.weight_decay
+    if "lr" in changed and sched is not None:
+        sched.base_lrs = [config.lr for _ in sched.base_lrs]
 
 
 class TrainState:

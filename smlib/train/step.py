@@ -7,17 +7,24 @@ Guards, every step, at the cost of two host synchronisations:
 * after the update: every parameter finite, read from one fused sum of squares that also gives
   the parameter norm ‖θ‖;
 * :class:`DivergenceGuard`: a run that diverges without producing NaN/Inf — a loss or a
-  parameter norm grown by orders of magnitude over its scale at the start, or a loss below
-  the bound its objective cannot cross — stops with :class:`DivergenceError`, naming the step,
+  parameter norm grown by orders of magnitude over its scale at the start, a loss below
+  the bound its objective cannot cross, or a loss that stalls while ‖θ‖ runs away — stops with :class:`DivergenceError`, naming the step,
   the quantity and what to try.
 """
 from __future__ import annotations
 
+import collections
 import math
 
 import torch
 
+from smlib.train.config import GuardConfig
+
 __all__ = ["DivergenceError", "DivergenceGuard", "EagerStep", "split_output", "all_finite", "sum_squares"]
+
+
+#: the stall check's "still growing": ‖θ‖ grew by more than 0.1 % over the stalled window
+_STILL_GROWING = 1.001
 
 
 class DivergenceError(FloatingPointError):
@@ -87,27 +94,52 @@ class DivergenceGuard:
 
     Scales: the parameter norm ‖θ₀‖ before the first update (if it is 0, the norm after the
     first update) and the loss of the first step (at least 1, so that a loss that starts near 0 may
-    grow to order one). The run stops when ‖θ‖ or |loss| exceeds ``factor`` times its scale, or
-    when the loss falls below ``lower_bound``, the value its objective cannot cross (0 for DSM and
-    AE, whose losses are sums of squares). ``factor=1e4`` leaves room for the legitimate growth of
-    an SM loss, whose magnitude grows as the curvature sharpens (30× in the chapter-8 runs), while
-    stopping a runaway run within a few steps. Costs one float read per step, shared with the
-    finiteness check.
+    grow to order one). The run stops when
+
+    * ‖θ‖ or |loss| exceeds ``factor`` times its scale. ``factor=1e4`` leaves room for the
+      legitimate growth of an SM loss, whose magnitude grows as the curvature sharpens (30× in
+      the chapter-8 runs), while stopping a runaway run within a few steps;
+    * the loss falls below ``lower_bound``, a value its objective cannot cross (0 for DSM and AE,
+      whose losses are sums of squares);
+    * the loss stalls while the parameters run away: over the last ``stall_steps`` steps the
+      loss moved by less than ``stall_rtol`` of its size, (max − min) ≤ rtol·max|loss|, while
+      ‖θ‖ kept growing (by more than 0.1 % over those steps) and stands at ``stall_growth``
+      times or more its scale at the start. Updates that keep moving θ without changing the
+      loss follow a direction the loss cannot see: SSM-VR with SGD at lr = 1 and momentum 0.9
+      on the spiral saturates its tanh units within ten steps, after which the loss is exactly
+      0 and ‖θ‖ creeps on to ~750× its start, under the ``factor`` limit. The growth is
+      measured from the start, not within the window, because such a runaway grows in a burst
+      before the loss freezes (×2 over the 50 steps after it, ×750 in all).
+
+    The settings are those of :class:`smlib.train.config.GuardConfig`, checked with their names.
+    Costs one float read per step, shared with the finiteness check.
     """
 
     def __init__(self, factor: float = 1e4, lower_bound: float | None = None, label: str = "",
-                 initial_norm: float | None = None):
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1:
-            raise ValueError(f"divergence factor must be a number > 1, got {factor!r}")
-        self.factor, self.lower_bound, self.label = float(factor), lower_bound, label
+                 initial_norm: float | None = None, *, stall_steps: int | None = 50, stall_rtol: float = 1e-6,
+                 stall_growth: float = 10.0):
+        self.settings = GuardConfig(factor=factor, lower_bound=lower_bound, stall_steps=stall_steps,
+                                    stall_rtol=stall_rtol, stall_growth=stall_growth)
+        self.factor, self.lower_bound, self.label = self.settings.factor, self.settings.lower_bound, label
         self.loss_scale = None
         self.norm_scale = initial_norm if initial_norm else None
+        n = self.settings.stall_steps
+        self.window = collections.deque(maxlen=None if n is None else n + 1)  # (loss, ‖θ‖) of the last n + 1 steps
+
+    @classmethod
+    def from_config(cls, config: GuardConfig, *, objective_bound=None, label="", initial_norm=None):
+        """The guard of ``config``; its ``lower_bound`` if set, else the objective's ``objective_bound``."""
+        bound = config.lower_bound if config.lower_bound is not None else objective_bound
+        return cls(config.factor, bound, label, initial_norm, stall_steps=config.stall_steps,
+                   stall_rtol=config.stall_rtol, stall_growth=config.stall_growth)
 
     def state_dict(self) -> dict:
-        return {"loss_scale": self.loss_scale, "norm_scale": self.norm_scale}
+        return {"loss_scale": self.loss_scale, "norm_scale": self.norm_scale, "window": [list(w) for w in self.window]}
 
     def load_state_dict(self, state: dict) -> None:
         self.loss_scale, self.norm_scale = state["loss_scale"], state["norm_scale"]
+        self.window.clear()
+        self.window.extend(tuple(w) for w in state.get("window", []))
 
     def check(self, step: int, epoch: int, loss: float, norm: float) -> None:
         where = f"at step {step} (epoch {epoch}) with objective {self.label!r}"
@@ -115,6 +147,7 @@ class DivergenceGuard:
             raise DivergenceError(f"the loss {loss:.6g} fell below {self.lower_bound:g}, a bound objective "
                                   f"{self.label!r} cannot cross in exact arithmetic, {where}: a numerical failure; "
                                   "try float64, a smaller lr or grad_clip")
+        self._check_stall(where, loss, norm)
         if self.loss_scale is None:
             self.loss_scale = max(abs(loss), 1.0)
         if self.norm_scale is None:
@@ -126,6 +159,28 @@ class DivergenceGuard:
                     f"training diverged {where}: {name} = {value:.4g} is {value / scale:.3g}× its scale at the start "
                     f"({scale:.4g}; the guard stops beyond {self.factor:g}×). Try a smaller lr, grad_clip, or "
                     "fit(..., divergence_guard=False) to train on regardless")
+
+    def _check_stall(self, where, loss, norm):
+        n = self.settings.stall_steps
+        if n is None:
+            return
+        self.window.append((loss, norm))
+        if len(self.window) <= n:
+            return
+        first, last = self.window[0][1], norm
+        start = self.norm_scale or first
+        if not (last > first * _STILL_GROWING and last >= self.settings.stall_growth * start):
+            return  # the cheap test first: the loss is read only while ‖θ‖ runs away
+        losses = [w[0] for w in self.window]
+        spread, size = max(losses) - min(losses), max(abs(v) for v in losses)
+        if spread <= self.settings.stall_rtol * size:
+            raise DivergenceError(
+                f"training diverged {where}: over the last {n} steps the loss stayed at {loss:.6g} (relative change "
+                f"{0.0 if size == 0 else spread / size:.2g} ≤ {self.settings.stall_rtol:g}) while the parameter norm ‖θ‖ "
+                f"kept growing ({first:.4g} → {last:.4g}), {last / start:.3g}× its scale at the start ({start:.4g}; "
+                f"the guard stops a stalled loss beyond {self.settings.stall_growth:g}×): the updates move θ along a "
+                "direction the loss does not see. Try a smaller lr or momentum, grad_clip, or "
+                "divergence_guard={'stall_steps': None} to train on regardless")
 
 
 class EagerStep:
