@@ -134,7 +134,7 @@ device-check:
 
 # Here, in an environment like the GPU one (papermill, jupytext, IPython unimportable), small sizes:
 device-check-dry: $(STAMP)
-	OUT=_build/device_check PYTHON=$(PY) bash bench/device_check.sh cpu --tiny --block-book-tools
+	OUT=_build/device_check PYTHON=$(PY) bash bench/device_check.sh cpu --tiny --block-book-tools --block-absent
 
 clean:
 	rm -rf _build

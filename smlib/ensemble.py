@@ -55,6 +55,7 @@ from smlib.train.history import History
 from smlib.train.setup import make_optimizer, resolve_device
 from smlib.train.state import apply_changes, run_config
 from smlib.train.step import DivergenceGuard
+from smlib._progress import progress_bar
 
 __all__ = ["fit_ensemble"]
 
@@ -242,9 +243,8 @@ def _train(members, data, objective, sigmas, seeds, c, device):
             _load(ck, st, held, c.checkpoint, device)
             apply_changes(opt, None, c, {x["setting"] for x in changes})
             st["changes"] += [{**x, "step": ck["step"]} for x in changes]
-    from tqdm.auto import tqdm
 
-    bar = tqdm(total=c.n_steps, initial=st["step"], disable=not c.progress, desc=f"fit_ensemble[{objective.name}×{M}]")
+    bar = progress_bar(c.progress, total=c.n_steps, initial=st["step"], desc=f"fit_ensemble[{objective.name}×{M}]")
     t0 = time.perf_counter()
     try:
         while st["step"] < c.n_steps:

@@ -31,6 +31,7 @@ import torch
 
 from smlib._checks import check_data, check_int, check_nonnegative, check_positive
 from smlib.scores import energy_and_grad, has_closed_form_score, score
+from smlib._progress import progress_bar
 
 __all__ = ["energy_and_grad", "langevin", "mala", "hmc", "gibbs", "robbins_monro", "annealed_langevin"]
 
@@ -382,10 +383,9 @@ def annealed_langevin(model, x0, sigmas, n_steps_each, step_lr, generator=None, 
         raise ValueError(f"sigmas must be a non-empty, strictly decreasing sequence, got {list(sigmas)}")
     n_steps_each = check_int("n_steps_each", n_steps_each, 0)
     eps = check_positive("step_lr", step_lr)
-    from tqdm.auto import tqdm
 
     x = x0.detach().clone()
-    for s in tqdm(sig, disable=not progress, desc="annealed Langevin"):
+    for s in progress_bar(progress, sig, desc="annealed Langevin"):
         alpha = eps * (s / sig[-1]) ** 2
         for _ in range(n_steps_each):
             x = x + 0.5 * alpha * model.score(x, s) + math.sqrt(alpha) * _randn_like(x, generator)

@@ -277,3 +277,30 @@ def test_fit_records_the_objective_options_and_refuses_a_changed_ladder(tmp_path
     with pytest.raises(ValueError, match="sigmas"):
         train.fit(again, x, MultiScaleDSM(sigmas=(2.0, 0.5)), n_steps=20, batch_size=64, progress=False, seed=0,
                   checkpoint=ck, checkpoint_every=10, resume=True)
+
+
+def test_registered_as_msdsm_and_the_same_loss():
+    """`fit(model, x, "msdsm", options=...)` trains with MultiScaleDSM itself; it applies to σ-conditional models only."""
+    from smlib.objectives import REGISTRY, make
+
+    obj = make("msdsm", sigma_max=2.0, sigma_min=0.1, n_levels=5)
+    direct = MultiScaleDSM(sigma_max=2.0, sigma_min=0.1, n_levels=5)
+    assert obj.config() == {"objective": "msdsm", "options": {"sigma_max": 2.0, "sigma_min": 0.1, "n_levels": 5,
+                                                              "weighting": "sigma2"}}
+    model = models.NoiseConditionalEnergy(2, hidden=(16,)).double()
+    x = torch.randn(32, 2, dtype=torch.float64)
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        a = obj(model, x)
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        b = direct(model, x)
+    assert torch.equal(a, b)
+    spec = REGISTRY["msdsm"]
+    assert spec.applies_to(models.NoiseConditionalScore) == "✓" and spec.applies_to(models.MLPEnergy) == "—"
+    assert REGISTRY["dsm"].applies_to(models.NoiseConditionalEnergy) == "—"
+    with pytest.raises(ValueError, match="sigma_max"):
+        make("msdsm", sigma_max=0.1, sigma_min=0.1)
+    hist = train.fit(models.NoiseConditionalEnergy(2, hidden=(16,)), torch.randn(256, 2), "msdsm",
+                     options={"sigma_max": 2.0, "sigma_min": 0.1}, n_steps=20, batch_size=64, progress=False)
+    assert len(hist["loss"]) == 20 and all(math.isfinite(v) for v in hist["loss"])

@@ -11,13 +11,15 @@ from smlib.models import MLPEnergy
 
 
 def test_names_and_capabilities():
-    assert registry.names() == ("sm", "dsm", "ssm", "ssm_vr", "kingma_lecun", "ae", "cd", "pcd", "fpcd", "langevin_cd")
+    assert registry.names() == ("sm", "dsm", "ssm", "ssm_vr", "kingma_lecun", "ae", "msdsm", "cd", "pcd", "fpcd",
+                                "langevin_cd")
     assert registry.names(stateful=True) == ("cd", "pcd", "fpcd", "langevin_cd")
     assert registry.names(ensemble=True) == ("sm", "dsm", "ssm", "ssm_vr")
-    assert set(registry.names(cuda_graph=True)) == set(registry.names(stateful=False))
+    # every stateless objective is captured in a CUDA graph but msdsm, whose capture no GPU has checked yet
+    assert set(registry.names(cuda_graph=True)) == set(registry.names(stateful=False)) - {"msdsm"}
 
 
-@pytest.mark.parametrize("name", registry.names())
+@pytest.mark.parametrize("name", [n for n in registry.names() if n != "msdsm"])  # msdsm: tests/test_multiscale.py
 def test_every_name_builds_with_its_defaults_and_runs(name):
     required = {o.name: 0.3 for o in registry.spec(name).options() if o.required}
     obj = objectives.make(name, **required)

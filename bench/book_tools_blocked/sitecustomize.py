@@ -6,6 +6,7 @@ lacks (its python3 has torch, numpy, scipy, scikit-learn, scikit-image, sympy, m
 their dependencies): tqdm, PyYAML, PyWavelets — the same environment as a virtual environment built
 from that list alone.
 """
+import importlib.machinery
 import os
 import sys
 
@@ -13,13 +14,27 @@ BOOK_TOOLS = ("papermill", "jupytext", "IPython", "ipykernel", "nbval", "nbforma
 ABSENT = ("tqdm", "yaml", "pywt")
 
 
+class _Absent:
+    """Loader whose import fails as an absent package's would."""
+
+    def create_module(self, spec):
+        raise ModuleNotFoundError(f"No module named {spec.name!r} (blocked: not available on the GPU machine)",
+                                  name=spec.name)
+
+    def exec_module(self, module):  # never reached
+        raise ModuleNotFoundError(module.__name__)
+
+
 class _BlockBookTools:
     def __init__(self, names):
         self.names = names
 
     def find_spec(self, name, path=None, target=None):
+        # A spec with no origin and a failing loader: `import name` raises ModuleNotFoundError, while a
+        # probe by importlib.util.find_spec (torch._dynamo probes optional packages so) gets no file to
+        # read, as with a package that is absent; raising here would break such probes instead.
         if name.split(".")[0] in self.names:
-            raise ImportError(f"{name} is not available here (as on the GPU machine)")
+            return importlib.machinery.ModuleSpec(name, _Absent(), origin=None)
         return None
 
 

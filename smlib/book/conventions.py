@@ -9,7 +9,8 @@ __all__ = ["estimator_table"]
 
 def estimator_table() -> str:
     """The conventions page's estimator × model table, generated from `smlib.objectives.REGISTRY`."""
-    classes = [models.GRBM, models.MCRBM, models.MPoT, models.DAEEnergy, models.MLPEnergy, models.ScoreMLP]
+    classes = [models.GRBM, models.MCRBM, models.MPoT, models.DAEEnergy, models.MLPEnergy, models.ScoreMLP,
+               models.NoiseConditionalEnergy, models.NoiseConditionalScore]
     rows = ["| `fit` name | what it is | " + " | ".join(f"`{c.__name__}`" for c in classes) + " |",
             "| --- | --- |" + " --- |" * len(classes)]
     for name, spec in REGISTRY.items():

@@ -28,7 +28,6 @@ from smlib.data.whitening import PatchWhitener
 from smlib.data.toys import (
     MIXTURE_PRESETS,
     GaussianMixture,
-    gaussian_mixture,
     gaussian_mixture_2d,
     spiral,
     spiral_density,
@@ -43,7 +42,6 @@ __all__ = [
     "spiral_density",
     "GaussianMixture",
     "gaussian_mixture_2d",
-    "gaussian_mixture",
     "MIXTURE_PRESETS",
     "load_mnist",
     "read_idx",

@@ -24,7 +24,6 @@ from smlib.data.mixture import GaussianMixture, _generator
 __all__ = [
     "GaussianMixture",
     "gaussian_mixture_2d",
-    "gaussian_mixture",
     "spiral",
     "two_spirals",
     "spiral_density",
@@ -84,10 +83,6 @@ def gaussian_mixture_2d(name: str = "ring8", std: float | None = None) -> Gaussi
     if std is not None and not (isinstance(std, (int, float)) and math.isfinite(std) and std > 0):
         raise ValueError(f"std must be a finite number > 0, got {std!r}")
     return _PRESET_BUILDERS[name](None if std is None else float(std))
-
-
-#: Alias kept for the name used in the project's API contract.
-gaussian_mixture = gaussian_mixture_2d
 
 
 # ---------------------------------------------------------------------- spirals

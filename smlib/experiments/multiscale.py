@@ -297,8 +297,12 @@ def _gates(record, ds, kinds):
     return fails
 
 
-def _claim(record, text, rule, kinds, cond, numbers, datasets=DATASETS):
-    """One claim: per data set, the gates, then ``cond(ds, seed)`` in every seed; ``numbers(ds)`` its numbers."""
+def _claim(record, id, text, rule, kinds, cond, numbers, datasets=DATASETS):
+    """One claim: per data set, the gates, then ``cond(ds, seed)`` in every seed; ``numbers(ds)`` its numbers.
+
+    A data set whose gates fail is left out of the verdict (and said so); when every data set fails,
+    the claim is "not testable: <reasons>" (the rule's own verdict on all of them kept beside it).
+    """
     conds, nums, gates = [], [], []
     for ds in datasets:
         fails = _gates(record, ds, kinds)
@@ -307,10 +311,11 @@ def _claim(record, text, rule, kinds, cond, numbers, datasets=DATASETS):
             gates.append(f"{ds}: {'; '.join(fails)}")
         else:
             conds.append(all(cond(ds, s) for s in record["config"]["seeds"]))
-    v = V.verdict(conds) if conds else f"not testable: {' / '.join(gates)}"
+    alone = V.verdict([all(cond(ds, s) for s in record["config"]["seeds"]) for ds in datasets])
     if conds and gates:
         nums.append("gate failed (data set left out) — " + " / ".join(gates))
-    return V.claim(text, rule, nums, v)
+    health = [] if conds else [V.Gate("health", False, " / ".join(gates))]
+    return V.claim(id, text, rule, nums, V.verdict(conds) if conds else alone, gates=health)
 
 
 def claims(record) -> list[dict]:
@@ -325,23 +330,23 @@ def claims(record) -> list[dict]:
     seeds = cfg["seeds"]
     get = lambda k, sm, ds, key: [_m(record, k, sm, ds, s, key) for s in seeds]  # noqa: E731
     out = [
-        _claim(record, "Langevin from the exact score of a single small σ mixes slowly between modes: the mode weights come out wrong",
+        _claim(record, "exact-langevin-weights", "Langevin from the exact score of a single small σ mixes slowly between modes: the mode weights come out wrong",
                "TV of the mass per part to the truth > 0.1 (oracle, Langevin at σ_single, L·T steps), every seed",
                ["oracle"], lambda ds, s: _m(record, "oracle", "langevin", ds, s, "tv") > 0.1,
                lambda ds: f"TV oracle Langevin {_fmt(get('oracle', 'langevin', ds, 'tv'))}, annealed "
                           f"{_fmt(get('oracle', 'annealed', ds, 'tv'))}", ("mixture",)),
-        _claim(record, "A learned single-σ energy sampled by Langevin gets the mode weights wrong",
+        _claim(record, "single-langevin-weights", "A learned single-σ energy sampled by Langevin gets the mode weights wrong",
                "TV > 0.1, every seed", ["single", "oracle"],
                lambda ds, s: _m(record, "single", "langevin", ds, s, "tv") > 0.1,
                lambda ds: f"TV {_fmt(get('single', 'langevin', ds, 'tv'))}", ("mixture",)),
-        _claim(record, "MALA from the same energy, with as many steps, does not fix it",
+        _claim(record, "single-mala-weights", "MALA from the same energy, with as many steps, does not fix it",
                "TV > 0.1, every seed", ["single", "oracle"],
                lambda ds, s: _m(record, "single", "mala", ds, s, "tv") > 0.1,
                lambda ds: f"TV {_fmt(get('single', 'mala', ds, 'tv'))}", ("mixture",)),
     ]
     for k, name in (("energy", "multi-σ energy"), ("score", "multi-σ score network")):
         out.append(_claim(
-            record, f"Annealed Langevin from the {name} recovers the mode weights and the density",
+            record, f"annealed-{k}-recovers", f"Annealed Langevin from the {name} recovers the mode weights and the density",
             "TV < 0.1 and < ½ the single-σ Langevin TV, and histogram KL below the single-σ Langevin's, every seed",
             [k, "single", "oracle"],
             lambda ds, s, k=k: (_m(record, k, "annealed", ds, s, "tv") < min(0.1, 0.5 * _m(record, "single", "langevin", ds, s, "tv"))

@@ -45,6 +45,9 @@ def sigma_column(x: torch.Tensor, sigma) -> torch.Tensor:
 class _NoiseMLP(nn.Module):
     """MLP body on [x, log σ] with a linear head of ``out`` units, the head divided by σ."""
 
+    #: its score takes σ: trained by the multi-scale objectives (registry ``needs="noise_conditional"``)
+    noise_conditional = True
+
     def _build(self, dim, hidden, activation, out):
         check_choice("activation", activation, tuple(ACTIVATIONS))
         hidden = tuple(int(h) for h in hidden)

@@ -82,7 +82,7 @@ class ObjectiveConfig:
     stateful: ClassVar[bool] = False
     cuda_graph: ClassVar[bool] = False
     ensemble: ClassVar[bool] = False
-    needs: ClassVar[str] = "score"  # what the model must have: "score", "energy" or "reconstruct"
+    needs: ClassVar[str] = "score"  # what the model must have: "score", "energy", "reconstruct", "noise_conditional"
     lower_bound: ClassVar[float | None] = None
     summary: ClassVar[str] = ""
     reference: ClassVar[str] = ""
@@ -144,4 +144,6 @@ class ObjectiveConfig:
         has_energy = getattr(model_cls, "has_energy", False)
         if (cls.needs == "reconstruct" and not hasattr(model_cls, "reconstruct")) or (cls.needs == "energy" and not has_energy):
             return "—"
+        if (cls.needs == "noise_conditional") != bool(getattr(model_cls, "noise_conditional", False)):
+            return "—"  # a score of (x, σ) serves only the multi-scale objectives, and they only it
         return cls.route(model_cls)

@@ -16,6 +16,7 @@ from smlib.train.history import History
 from smlib.train.setup import capturable, make_optimizer, make_schedule, resolve_device
 from smlib.train.state import TrainState, apply_changes, run_config
 from smlib.train.step import DivergenceGuard, EagerStep, sum_squares
+from smlib._progress import progress_bar
 
 __all__ = ["fit", "fast_path_plan", "TrainConfig"]
 
@@ -137,10 +138,9 @@ def _fit(model, data, objective, c, callback, device, seed):
     # built after a checkpoint is loaded: a captured graph holds the loaded tensors
     step_fn = _make_step(model, objective, opt, params, c.grad_clip, objective.label, guard, plan, sched is not None,
                          batches)
-    from tqdm.auto import tqdm
 
     model.train()
-    bar = tqdm(total=total, initial=state.step, disable=not c.progress, desc=f"fit[{objective.label}]", leave=True)
+    bar = progress_bar(c.progress, total=total, initial=state.step, desc=f"fit[{objective.label}]", leave=True)
     last_cb, t0 = -1, time.perf_counter()
 
     def save():
