@@ -24,7 +24,7 @@ import ctypes
 import ctypes.util
 import os
 
-__all__ = ["keep_large_blocks", "from_environment", "ENV_VAR"]
+__all__ = ["ENV_VAR", "from_environment", "keep_large_blocks"]
 
 #: environment variable read by :func:`from_environment`
 ENV_VAR = "SMLIB_KEEP_LARGE_BLOCKS"

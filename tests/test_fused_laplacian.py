@@ -4,12 +4,14 @@ triangular blocks of the first factor, and the opt-in allocator settings (`smlib
 Reference: the same recursion written with plain autograd operations (the route before the fused
 backward), in float64; tolerance 1e-10 as in `test_laplacian.py`.
 """
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import randomize
 from torch.autograd import gradcheck, gradgradcheck
 
-from helpers import randomize
 from smlib import _alloc
 from smlib import objectives as O
 from smlib.models import MLPEnergy
@@ -17,7 +19,7 @@ from smlib.models import mlp_derivatives as MD
 from smlib.models.activations import ACTIVATIONS
 from smlib.models.first_layer import first_layer_factor
 
-TOL = dict(rtol=1e-10, atol=1e-10)
+TOL = {"rtol": 1e-10, "atol": 1e-10}
 
 
 def plain_step(d1, Zdot, W):
@@ -69,7 +71,7 @@ def test_direction_product_matches_autograd_values_and_gradients(shared):
 @pytest.mark.parametrize("shared", [True, False])
 def test_direction_product_gradcheck_and_second_derivatives(shared):
     """Finite differences agree with the fused backward, and with its own derivative (higher order)."""
-    fn = lambda *a: MD.DirectionProduct.apply(*a)[:2]  # noqa: E731 - X is not differentiable
+    fn = lambda *a: MD.DirectionProduct.apply(*a)[:2]
     assert gradcheck(fn, inputs(shared, seed=1))
     assert gradgradcheck(fn, inputs(shared, seed=2))
 
@@ -129,7 +131,7 @@ def test_sm_training_gradient_equals_the_plain_route():
 def test_laplacian_macs_count_the_triangular_blocks():
     lap = MD.laplacian_macs(784, (128, 128, 256))
     edges = [0, 32, 64, 96, 128]
-    first = sum((128 - a) * (b - a) * 128 for a, b in zip(edges[:-1], edges[1:]))
+    first = sum((128 - a) * (b - a) * 128 for a, b in itertools.pairwise(edges))
     assert lap["preactivation_triangular"] == first + 128 * 128 * 256 + 128 * 784
     assert MD.laplacian_macs(16, (32, 32))["preactivation_triangular"] == MD.laplacian_macs(16, (32, 32))["preactivation"]
 

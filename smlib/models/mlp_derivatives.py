@@ -43,6 +43,7 @@ Every function is differentiable in the parameters and works under ``torch.func`
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -53,14 +54,14 @@ from smlib.models.activations import ACTIVATIONS
 from smlib.models.first_layer import first_layer_factor, sandwich_diagonal
 
 __all__ = [
+    "DIAGONAL_ROUTES",
     "DirectionProduct",
     "forward_laplacian",
+    "functional_score_divergence",
     "hessian_diagonal",
     "hessian_diagonal_macs",
     "laplacian_macs",
-    "DIAGONAL_ROUTES",
     "mlp_parameters",
-    "functional_score_divergence",
 ]
 
 #: routes of :func:`hessian_diagonal`
@@ -160,7 +161,7 @@ def _direction_blocks(W1, n_blocks: int):
     if W1.shape[-1] <= W1.shape[-2] or n_blocks <= 1:
         return [(0, V.T)]
     edges = [round(j * r / n_blocks) for j in range(n_blocks + 1)]
-    return [(m0, V.T[m0:, m0:m1]) for m0, m1 in zip(edges[:-1], edges[1:]) if m1 > m0]
+    return [(m0, V.T[m0:, m0:m1]) for m0, m1 in itertools.pairwise(edges) if m1 > m0]
 
 
 def _forward_laplacian(x, weights, biases, w_out, activation, n_blocks):
@@ -237,7 +238,7 @@ def hessian_diagonal_macs(dim: int, hidden: Sequence[int]) -> dict:
     d·k(k+1)/2 for the sandwich (k·d when H is diagonal, L = 1).
     """
     n = [int(h) for h in hidden]
-    pairs = sum(a * b for a, b in zip(n[:-1], n[1:]))
+    pairs = sum(a * b for a, b in itertools.pairwise(n))
     pre = n[0] * dim if len(n) == 1 else dim * n[0] * (n[0] + 1) // 2 + n[-1] * n[-2] ** 2
     pre += sum(n[l + 1] * n[l] * (n[l + 1] + n[l]) for l in range(len(n) - 2))
     return {"input": 2 * dim * pairs, "preactivation": pre}
@@ -254,12 +255,12 @@ def laplacian_macs(dim: int, hidden: Sequence[int], n_blocks: int | None = None)
     """
     n = [int(h) for h in hidden]
     k, r = n[0], min(dim, n[0])
-    pairs = sum(a * b for a, b in zip(n[:-1], n[1:]))
+    pairs = sum(a * b for a, b in itertools.pairwise(n))
     tri = r * pairs
     nb = _TRIANGULAR_BLOCKS if n_blocks is None else int(n_blocks)
     if dim > k and len(n) > 1 and nb > 1:
         edges = [round(j * r / nb) for j in range(nb + 1)]
-        tri += (sum((k - a) * (b - a) for a, b in zip(edges[:-1], edges[1:])) - k * r) * n[1]
+        tri += (sum((k - a) * (b - a) for a, b in itertools.pairwise(edges)) - k * r) * n[1]
     return {"preactivation": r * pairs + k * dim, "preactivation_triangular": tri + k * dim,
             "input_directions": dim * pairs + k * dim}
 
