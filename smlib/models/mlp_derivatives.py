@@ -111,8 +111,8 @@ class DirectionProduct(torch.autograd.Function):
         n1, B, r = Z.shape
         n0 = W.shape[1]
         if gs is not None:  # ∂s/∂Ż = 2Ż, joined to the incoming gradient in one pass
-            g2 = (2 * gs).T.unsqueeze(-1)
-            gZ = Z * g2 if gZ is None else torch.addcmul(gZ, Z, g2)
+            g2 = (2 * gs).T.contiguous().unsqueeze(-1)  # contiguous, as in _scaled: 10x faster product
+            gZ = g2 * Z if gZ is None else torch.addcmul(gZ, g2, Z)
         if gZ is None:
             return None, None, None
         gZ = gZ.reshape(n1, B * r)
