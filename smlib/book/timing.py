@@ -1,4 +1,5 @@
-"""Timing helpers: interleaved medians (so that ratios are measured side by side) and machine info."""
+"""Cost measurement: interleaved medians (so that ratios are measured side by side), machine info, and
+operation counts (`FlopCounter`, PyTorch's FLOP formulas)."""
 from __future__ import annotations
 
 import os
@@ -7,6 +8,7 @@ import statistics
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def sync(device) -> None:
@@ -99,3 +101,34 @@ def load_average():
         return round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):  # pragma: no cover
         return None
+
+
+class _NoModuleTracker:
+    """Stands in for FlopCounterMode's per-module tracker: every count goes to "Global" only."""
+
+    parents = ("Global",)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return False
+
+
+class FlopCounter(FlopCounterMode):
+    """``torch.utils.flop_counter.FlopCounterMode`` (PyTorch's own FLOP formulas) without the per-module
+    breakdown: its module tracker hooks the inputs of every module, which makes ``torch.autograd.grad``
+    with respect to a leaf input fail (pytorch/pytorch#131753) — and every score is such a gradient.
+    Use as ``with FlopCounter() as c: ...`` then ``c.get_total_flops()``.
+    """
+
+    def __init__(self):
+        super().__init__(display=False)
+        self.mod_tracker = _NoModuleTracker()
+
+
+def count_flops(fn) -> int:
+    """Floating-point operations of the matrix products (and convolutions) executed by ``fn()``."""
+    with FlopCounter() as counter:
+        fn()
+    return counter.get_total_flops()

@@ -18,7 +18,12 @@ G (VᵀV = G) by forward second-order propagation of all r directions at once. W
     Δz_{l+1} = W_{l+1} Δa_l,                   ΔE = w · Δa_L.                          (F)
 
 Cost per sample: r·Σ_{l≥2} n_l n_{l−1} multiply–adds for the Ż products (the rest is O(Σ n_l n_{l−1})),
-plus the QR of W₁ᵀ once per batch. Earlier versions of `MLPEnergy` ran the same recursion,
+plus the QR of W₁ᵀ once per batch. When d > k the factor V = R is triangular, and the first product
+skips the zero rows of Ż₁ = Rᵀ block by block (:func:`_direction_blocks`: 5/8 of k²·n₂ with four
+blocks, also in its two reverse products). Each step Ż_l → (Ż_{l+1}, s_{l+1}) is one
+:class:`DirectionProduct` whose backward touches the (n_l, B, r) directions as few times as it can
+(∂s/∂Ż = 2Ż in one pass); the recursion's θ-gradient is then its matrix products plus a handful of
+passes over the directions (`chapters/10_cost_scaling.md` measures it). Earlier versions of `MLPEnergy` ran the same recursion,
 derived from the Gram matrix of ∂z₁/∂x (Ż₁ = Rᵀ with W₁ᵀ = QR); the pre-activation identity is
 why its cost stopped growing with d once d exceeds k.
 
@@ -38,6 +43,7 @@ Every function is differentiable in the parameters and works under ``torch.func`
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -48,17 +54,83 @@ from smlib.models.activations import ACTIVATIONS
 from smlib.models.first_layer import first_layer_factor, sandwich_diagonal
 
 __all__ = [
+    "DIAGONAL_ROUTES",
+    "DirectionProduct",
     "forward_laplacian",
+    "functional_score_divergence",
     "hessian_diagonal",
     "hessian_diagonal_macs",
     "laplacian_macs",
-    "DIAGONAL_ROUTES",
     "mlp_parameters",
-    "functional_score_divergence",
 ]
 
 #: routes of :func:`hessian_diagonal`
 DIAGONAL_ROUTES = ("auto", "input", "preactivation")
+
+
+class DirectionProduct(torch.autograd.Function):
+    r"""One step of recursion (F): Ż_{l+1} = W diag(φ'(z_l)) Ż_l and s_{l+1} = Σₘ (Ż_{l+1})²_{·m}, fused.
+
+    ``apply(d1, Zdot, W)`` with d1 = φ'(z_l) (B, n_l), Ż_l (n_l, B, r) — or (n_l, r) when shared by
+    the batch (Ż₁ = Vᵀ) — and W = W_{l+1} (n_{l+1}, n_l) returns Ż_{l+1} (n_{l+1}, B, r),
+    s_{l+1} (B, n_{l+1}) and the scaled directions X = diag(φ') Ż_l (n_l, B, r; kept for the
+    backward, not differentiable; a differentiable backward recomputes it). The directions are the largest tensors of the route, so the
+    backward touches each of them as few times as it can: ∂s/∂Ż = 2Ż joins the incoming gradient in
+    one ``addcmul`` (autograd's route through ``vecdot`` makes two products and a sum), and the
+    forward sums the squares by ``vector_norm`` (one pass). The backward is made of differentiable
+    operations, so higher derivatives and ``torch.func`` transforms (``generate_vmap_rule``) work.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def _scaled(d1, Zdot):
+        # φ' transposed to (n_l, B, 1) *contiguous*: a strided operand would give X its strides, and
+        # the reshape for the matrix product would copy the largest tensor
+        return d1.T.contiguous().unsqueeze(-1) * (Zdot.unsqueeze(1) if Zdot.ndim == 2 else Zdot)
+
+    @staticmethod
+    def forward(d1, Zdot, W):
+        X = DirectionProduct._scaled(d1, Zdot)  # (n_l, B, r)
+        n0, B, r = X.shape
+        Z = (W @ X.reshape(n0, B * r)).reshape(-1, B, r)  # one matrix product for the whole batch
+        s = torch.linalg.vector_norm(Z, dim=-1).square().T
+        return Z, s, X
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        d1, Zdot, W = inputs
+        Z, _, X = output
+        ctx.mark_non_differentiable(X)
+        ctx.set_materialize_grads(False)  # no zero tensor for the Ż of the last layer, which nothing uses
+        ctx.save_for_backward(d1, Zdot, W, Z, X)
+
+    @staticmethod
+    def backward(ctx, gZ, gs, _gX):
+        d1, Zdot, W, Z, X = ctx.saved_tensors
+        n1, B, r = Z.shape
+        n0 = W.shape[1]
+        if gs is not None:  # ∂s/∂Ż = 2Ż, joined to the incoming gradient in one pass
+            g2 = (2 * gs).T.contiguous().unsqueeze(-1)  # contiguous, as in _scaled: 10x faster product
+            gZ = g2 * Z if gZ is None else torch.addcmul(gZ, g2, Z)
+        if gZ is None:
+            return None, None, None
+        gZ = gZ.reshape(n1, B * r)
+        if torch.is_grad_enabled():  # a differentiable backward (create_graph): X as a function of φ', Ż
+            X = DirectionProduct._scaled(d1, Zdot)
+        gW = gZ @ X.reshape(n0, B * r).T if ctx.needs_input_grad[2] else None
+        gX = (W.T @ gZ).reshape(n0, B, r)
+        if Zdot.ndim == 2:  # shared Ż₁: batched matrix–vector products, no (n_l, B, r) temporary
+            gZdot = torch.bmm(d1.T.unsqueeze(1), gX).squeeze(1)
+            gd1 = torch.bmm(gX, Zdot.unsqueeze(-1)).squeeze(-1).T
+        else:
+            gZdot = gX * d1.T.contiguous().unsqueeze(-1)
+            gd1 = (gX * Zdot).sum(-1).T
+        return gd1, gZdot, gW
+
+
+#: blocks of directions for the triangular first factor (d > k), see :func:`_direction_blocks`
+_TRIANGULAR_BLOCKS = 4
 
 
 def forward_laplacian(x, weights: Sequence, biases: Sequence, w_out, activation: str) -> torch.Tensor:
@@ -73,12 +145,29 @@ def forward_laplacian(x, weights: Sequence, biases: Sequence, w_out, activation:
     activation : str
         A key of `smlib.models.activations.ACTIVATIONS`.
     """
-    act = ACTIVATIONS[activation]
-    B = x.shape[0]
-    W1 = weights[0]
-    V = first_layer_factor(W1)  # (r, k), VᵀV = W₁W₁ᵀ
+    return _forward_laplacian(x, weights, biases, w_out, activation, _TRIANGULAR_BLOCKS)
+
+
+def _direction_blocks(W1, n_blocks: int):
+    """Ż₁ = Vᵀ as (first row, block of columns) pairs: the rows above a block of a triangular Vᵀ are zero.
+
+    d > k: V = R from the QR of W₁ᵀ is upper triangular, so column m of Vᵀ vanishes above row m and
+    the directions m ∈ [m₀, m₁) need only the rows i ≥ m₀ of the first product W₂ diag(φ') Ż₁:
+    n_blocks blocks do k²(n_blocks + 1)/(2 n_blocks) of its k² multiply–adds per sample (and of its
+    two reverse products). d ≤ k: V = W₁ᵀ is dense, one block.
+    """
+    V = first_layer_factor(W1)
     r = V.shape[0]
-    Zdot = V.T  # Ż₁ (k, r), shared by the batch
+    if W1.shape[-1] <= W1.shape[-2] or n_blocks <= 1:
+        return [(0, V.T)]
+    edges = [round(j * r / n_blocks) for j in range(n_blocks + 1)]
+    return [(m0, V.T[m0:, m0:m1]) for m0, m1 in itertools.pairwise(edges) if m1 > m0]
+
+
+def _forward_laplacian(x, weights, biases, w_out, activation, n_blocks):
+    act = ACTIVATIONS[activation]
+    W1 = weights[0]
+    blocks = _direction_blocks(W1, n_blocks)  # Ż₁ = Vᵀ (k, r), VᵀV = W₁W₁ᵀ, shared by the batch
     s = (W1 * W1).sum(-1)  # s₁ = diag(G) = Σₘ V²_{m·}, (k,)
     z = F.linear(x, W1, biases[0])
     lap_z = None
@@ -90,10 +179,10 @@ def forward_laplacian(x, weights: Sequence, biases: Sequence, w_out, activation:
         W = weights[l + 1]
         z = F.linear(a, W, biases[l + 1])
         lap_z = lap_a @ W.T
-        # Ż_{l+1} = W diag(φ') Ż_l, kept as (n_l, B, r) so that the product is one matrix product
-        X = d1.T.contiguous().unsqueeze(-1) * (Zdot.unsqueeze(1) if Zdot.ndim == 2 else Zdot)
-        Zdot = (W @ X.reshape(X.shape[0], B * r)).reshape(-1, B, r)
-        s = torch.linalg.vecdot(Zdot, Zdot).T  # (B, n_{l+1}): Σₘ Ż², one fused reduction
+        # each block of directions is its own chain: Ż_{l+1} (n_{l+1}, B, r_j), s_{l+1} = Σ_j s_{l+1}^(j)
+        parts = [DirectionProduct.apply(d1[:, i0:], Zdot, W[:, i0:]) for i0, Zdot in blocks]
+        blocks = [(0, p[0]) for p in parts]
+        s = parts[0][1] if len(parts) == 1 else torch.stack([p[1] for p in parts]).sum(0)
     return lap_a @ w_out
 
 
@@ -149,22 +238,31 @@ def hessian_diagonal_macs(dim: int, hidden: Sequence[int]) -> dict:
     d·k(k+1)/2 for the sandwich (k·d when H is diagonal, L = 1).
     """
     n = [int(h) for h in hidden]
-    pairs = sum(a * b for a, b in zip(n[:-1], n[1:]))
+    pairs = sum(a * b for a, b in itertools.pairwise(n))
     pre = n[0] * dim if len(n) == 1 else dim * n[0] * (n[0] + 1) // 2 + n[-1] * n[-2] ** 2
     pre += sum(n[l + 1] * n[l] * (n[l + 1] + n[l]) for l in range(len(n) - 2))
     return {"input": 2 * dim * pairs, "preactivation": pre}
 
 
-def laplacian_macs(dim: int, hidden: Sequence[int]) -> dict:
+def laplacian_macs(dim: int, hidden: Sequence[int], n_blocks: int | None = None) -> dict:
     """Dominant multiply–adds per sample of ΔE: recursion (F) with r = min(d, k), and d products of E.
 
-    ``preactivation``: r·Σ_{l≥2} n_l n_{l−1} (+ k·d for the first layer); ``input_directions``:
-    the same recursion pushed along the d input axes, d·Σ_{l≥2} n_l n_{l−1} + k·d, which is what
-    d Hessian–vector products (the loop, ``vjp``, ``jvp``) cost at the least.
+    ``preactivation``: r·Σ_{l≥2} n_l n_{l−1} (+ k·d for the first layer); ``preactivation_triangular``:
+    the same with the first product over the triangular blocks of :func:`_direction_blocks`
+    (``n_blocks``, default the route's own; equal to ``preactivation`` when d ≤ k);
+    ``input_directions``: the recursion pushed along the d input axes, d·Σ_{l≥2} n_l n_{l−1} + k·d,
+    which is what d Hessian–vector products (the loop, ``vjp``, ``jvp``) cost at the least.
     """
     n = [int(h) for h in hidden]
-    pairs = sum(a * b for a, b in zip(n[:-1], n[1:]))
-    return {"preactivation": min(dim, n[0]) * pairs + n[0] * dim, "input_directions": dim * pairs + n[0] * dim}
+    k, r = n[0], min(dim, n[0])
+    pairs = sum(a * b for a, b in itertools.pairwise(n))
+    tri = r * pairs
+    nb = _TRIANGULAR_BLOCKS if n_blocks is None else int(n_blocks)
+    if dim > k and len(n) > 1 and nb > 1:
+        edges = [round(j * r / nb) for j in range(nb + 1)]
+        tri += (sum((k - a) * (b - a) for a, b in itertools.pairwise(edges)) - k * r) * n[1]
+    return {"preactivation": r * pairs + k * dim, "preactivation_triangular": tri + k * dim,
+            "input_directions": dim * pairs + k * dim}
 
 
 def hessian_diagonal(x, weights, biases, w_out, activation: str, route: str = "auto") -> torch.Tensor:
