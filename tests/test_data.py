@@ -147,7 +147,6 @@ def test_presets():
     torch.testing.assert_close(ring.means.norm(dim=1), torch.full((8,), 2.0, dtype=torch.float64))
     assert torch.allclose(ring.covs, 0.05**2 * torch.eye(2, dtype=torch.float64).expand(8, 2, 2))
     assert set(D.MIXTURE_PRESETS) == {"ring8", "grid25", "deen"}
-    assert D.gaussian_mixture is D.gaussian_mixture_2d
 
 
 # ============================================================================ spirals

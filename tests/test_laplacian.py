@@ -212,8 +212,12 @@ def test_mixin_with_an_affine_f_has_zero_curvature():
 # ----------------------------------------------------------------------------- ensembles (torch.func)
 @pytest.mark.parametrize("d,hidden", [(2, (8, 8, 8)), (9, (4, 5))])
 def test_functional_divergence_matches_the_ensemble_sm_loss(d, hidden):
-    """vmap(grad) of ½‖ψ‖² + functional_score_divergence equals fit_ensemble's jvp-trace "sm" loss."""
-    from smlib.ensemble import _member_loss  # the "sm" member loss of fit_ensemble (jvp over the basis)
+    """vmap(grad) of ½‖ψ‖² + functional_score_divergence equals an independent jvp-over-the-basis trace, and
+    fit_ensemble's "sm" member loss (which uses the recursion for MLPEnergy) equals both."""
+    from smlib import _checks
+    from smlib.ensemble import _Member, _member_loss
+    from smlib.objectives import SM
+    from smlib.objectives.derivatives import _diag_jvp
 
     torch.manual_seed(5)
     members = [randomize(MLPEnergy(d, hidden, "softplus").double(), seed=m) for m in range(3)]
@@ -226,8 +230,17 @@ def test_functional_divergence_matches_the_ensemble_sm_loss(d, hidden):
 
     args = (params, buffers, torch.randn(3, 6, d, dtype=torch.float64), torch.zeros(3, 1, dtype=torch.float64),
             torch.ones(3, dtype=torch.float64))
-    g_ref, l_ref = vmap(grad_and_value(_member_loss(base, "sm", 1)))(*args)
+    def ref_loss(params, buffers, x, noise, sigma):  # ∂ψᵢ/∂xᵢ by one jvp per basis vector: no recursion
+        member = _Member(base, params, buffers)
+        psi = member.score(x)
+        with _checks.disabled():
+            div = _diag_jvp(member, x, None).sum(-1)
+        return (0.5 * (psi * psi).sum(-1) + div).mean()
+
+    g_ref, l_ref = vmap(grad_and_value(ref_loss))(*args)
     g_new, l_new = vmap(grad_and_value(new_loss))(*args)
-    torch.testing.assert_close(l_new, l_ref, **TOL)
-    for name in g_ref:
-        torch.testing.assert_close(g_new[name], g_ref[name], **TOL)
+    g_ens, l_ens = vmap(grad_and_value(_member_loss(base, SM())), in_dims=(0, 0, 0, 0, None))(*args[:4], None)
+    for g, l in ((g_new, l_new), (g_ens, l_ens)):
+        torch.testing.assert_close(l, l_ref, **TOL)
+        for name in g_ref:
+            torch.testing.assert_close(g[name], g_ref[name], **TOL)

@@ -88,13 +88,14 @@ def cache_lock(folder: Path):
     Two processes filling one cache at once (pytest-xdist workers, two experiment units) would
     otherwise fetch twice and race on each other's temporary files. POSIX only; elsewhere a no-op.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
     except ImportError:  # Windows: no advisory locks here; concurrent fills stay the user's concern
         yield
         return
-    with open(folder / ".lock", "a+b") as handle:
+    # beside the folder, not in it: the folder holds the verified files only (and may not exist yet)
+    with open(folder.parent / f".{folder.name}.lock", "a+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
