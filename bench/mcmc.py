@@ -108,9 +108,9 @@ def guards(device, reps, quick=False):
         torch.manual_seed(0)
         data = torch.randn(8 * batch, dim, device=device)
 
-        def runner(guard):
+        def runner(guard, model_dim=dim, hidden=hidden, data=data, batch=batch):
             torch.manual_seed(0)
-            model = models.MLPEnergy(dim, hidden=hidden).to(device)
+            model = models.MLPEnergy(model_dim, hidden=hidden).to(device)
             return lambda n: train.fit(model, data, "dsm", options={"sigma": 0.1}, n_steps=n, batch_size=batch, seed=0,
                                        progress=False, device=device, divergence_guard=guard)
 

@@ -71,7 +71,9 @@ def test_direction_product_matches_autograd_values_and_gradients(shared):
 @pytest.mark.parametrize("shared", [True, False])
 def test_direction_product_gradcheck_and_second_derivatives(shared):
     """Finite differences agree with the fused backward, and with its own derivative (higher order)."""
-    fn = lambda *a: MD.DirectionProduct.apply(*a)[:2]
+    def fn(*a):
+        return MD.DirectionProduct.apply(*a)[:2]
+
     assert gradcheck(fn, inputs(shared, seed=1))
     assert gradgradcheck(fn, inputs(shared, seed=2))
 

@@ -11,7 +11,7 @@ from smlib.models.mcrbm import MCRBM
 from smlib.models.mpot import MPoT
 
 __all__ = ["randomise", "all_states", "FreeEnergyOnly", "at_random_rationals", "covariance_test_models",
-           "sigm", "softplus"]
+           "sigm", "softplus"]  # noqa: F822  (sigm, softplus: built on first access by __getattr__)
 
 
 def randomise(model: torch.nn.Module, scale: float = 1.0, *, generator: torch.Generator | None = None,

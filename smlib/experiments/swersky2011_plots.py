@@ -109,7 +109,7 @@ def gabor_table(record) -> str:
                 f" | {u['W_gabor']['median_r2']:.2f} | {u['W_gabor']['frac_gabor']:.2f} |")
     for e in ESTIMATORS:
         f = [record["units"][f"{e}-s{s}"]["filters"] for s in seeds]
-        m = lambda k, q: np.mean([x[k][q] for x in f])  # noqa: E731
+        m = lambda k, q, f=f: np.mean([x[k][q] for x in f])  # noqa: E731
         rows.append(f"| {e} | {m('C_gabor', 'median_r2'):.2f} | {m('C_gabor', 'frac_gabor'):.2f} | "
                     f"{m('W_gabor', 'median_r2'):.2f} | {m('W_gabor', 'frac_gabor'):.2f} |")
     return "\n".join(rows)
