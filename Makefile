@@ -125,7 +125,7 @@ test-browser: $(STAMP) browser-deps
 
 ## --- benchmarks -------------------------------------------------------------------------------
 bench: $(STAMP)
-	$(PY) -m bench $(BENCH_ARGS)
+	SMLIB_KEEP_LARGE_BLOCKS=1 $(PY) -m bench $(BENCH_ARGS)
 
 ## --- the lent GPU machine (issue 15): one prepared run; its dry run here ------------------------
 # On the GPU machine (its own python3, the checkout on PYTHONPATH, results under $$OUT):

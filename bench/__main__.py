@@ -24,6 +24,7 @@ import time
 import torch
 
 from bench import cases, first_layer, mcmc, sm_vs_dsm
+from smlib import _alloc
 from smlib.book import timing
 from smlib.experiments import records
 
@@ -181,6 +182,8 @@ def main(argv=None):
     cases.COMPILE = not args.no_compile
     device = _device(args.device)
     torch.set_default_dtype(torch.float32)
+    # glibc keeps large blocks for reuse if SMLIB_KEEP_LARGE_BLOCKS=1 (`make bench` sets it; chapter 10)
+    allocator = _alloc.from_environment()
     load_before = timing.load_average()
     start = time.perf_counter()
     path = args.out or str(records.results_dir() / f"bench_{device.type}.json")
@@ -197,6 +200,7 @@ def main(argv=None):
         shared = others > 0.5
         info["load_average_1min"] = {"before": load_before, "after": load_after}
         info["shared"] = shared
+        info["keep_large_blocks"] = allocator
         info["note"] = (
             (f"machine shared with other jobs (1-min load average up to {busy} on {cores} cores while this run used "
              f"{info['torch_threads']} thread(s)): absolute times are inflated and noisy; every ratio was measured "

@@ -186,11 +186,11 @@ def hessian_trace(model, x: torch.Tensor, method: str = "auto", chunk_size: int 
     implementation and avoids the several-second one-off start-up of forward-mode AD
     (``"jvp"``). See `score_jacobian_diagonal` for the options.
 
-    Measured on one CPU core, float32, d = 784, batch 128 (evaluation / evaluation + θ-backward),
-    against a per-dimension autograd loop: MLPEnergy(32, 32, 32) closed form 6 ms / 14 ms,
-    ≈200× faster; MLPEnergy(128, 128, 256) 65 ms / 210 ms, ≈35× / ≈23×; ScoreMLP(128, 128)
-    ≈9× / ≈3×. The generic basis methods ("vjp", "jvp") do the same O(d) work as the loop and
-    on a CPU run at about its speed (their batching pays off on a GPU).
+    How much faster than a per-dimension autograd loop is measured, not written here: `make bench`
+    records it (``results/bench_cpu.json``, rows "exact SM (pre-activation route) vs per-dimension
+    loop") and chapter 10 shows it; the MLPEnergy route is tens of times faster at d = 784, a
+    ScoreMLP's Jacobian trace a few times. The generic basis methods ("vjp", "jvp") do the same
+    O(d) work as the loop and on a CPU run at about its speed (their batching pays off on a GPU).
 
     Differentiable in θ, so it can sit inside a training loss.
 
