@@ -355,3 +355,24 @@ def test_score_matching_losses_fall_through_fit(objective):
                   options=OBJECTIVE_KW[objective])
         after = measure()
         assert after < before, (name, objective, before, after)
+
+
+def test_a_model_with_project_is_projected_after_every_update():
+    """fit calls model.project_() after each optimizer step (MPoT's filter_norm: a projected gradient step)."""
+    from smlib.models import MLPEnergy
+
+    class UnitFirstLayer(MLPEnergy):
+        calls = 0
+
+        @torch.no_grad()
+        def project_(self):
+            type(self).calls += 1
+            w = self.layers[0].weight
+            w.div_(w.norm(dim=1, keepdim=True))
+
+    torch.manual_seed(0)
+    model = UnitFirstLayer(2, hidden=(8,))
+    train.fit(model, torch.randn(64, 2), "dsm", options={"sigma": 0.5}, n_steps=7, batch_size=16, lr=0.1,
+              progress=False)
+    assert UnitFirstLayer.calls == 7
+    torch.testing.assert_close(model.layers[0].weight.norm(dim=1), torch.ones(8))

@@ -270,6 +270,8 @@ class GraphStep(EagerStep):
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.opt.step()
+        if self.project is not None:  # tensor ops only (no host sync), so it is captured with the step
+            self.project()
         f64 = torch.float64  # everything the host needs after a replay, read in one synchronisation
         stats = torch.stack([loss_ok.to(f64), grads_ok.to(f64), loss.detach().to(f64), sum_squares(self.all_params).to(f64)])
         return loss.detach(), {k: v.detach() for k, v in extras.items()}, stats

@@ -184,12 +184,17 @@ class DivergenceGuard:
 
 
 class EagerStep:
-    """One eager training step: zero the gradients, loss, backward, guard, clip, update, guard."""
+    """One eager training step: zero the gradients, loss, backward, guard, clip, update, project, guard.
+
+    A model with a ``project_()`` method (e.g. `smlib.models.MPoT` with ``filter_norm``) has it called
+    after every optimizer update: a projected gradient step onto the model's constraint set.
+    """
 
     def __init__(self, model, loss_fn, optimizer, params, grad_clip, label, guard=None):
         self.model, self.loss_fn, self.opt = model, loss_fn, optimizer
         self.params, self.grad_clip, self.label, self.guard = params, grad_clip, label, guard
         self.all_params = list(model.parameters())
+        self.project = getattr(model, "project_", None)
 
     def __call__(self, x, step, epoch):
         self.opt.zero_grad(set_to_none=True)
@@ -202,6 +207,8 @@ class EagerStep:
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.opt.step()
+        if self.project is not None:
+            self.project()
         self.after_update(loss, step, epoch)
         return loss, extras
 
