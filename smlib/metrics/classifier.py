@@ -28,7 +28,8 @@ def _mlp(d_in, hidden, n_classes, generator, dtype):
     sizes = (d_in, *hidden, n_classes)
     layers = []
     for a, b in zip(sizes[:-1], sizes[1:]):
-        lin = nn.Linear(a, b, dtype=dtype)
+        with torch.random.fork_rng(devices=[]):  # nn.Linear's own init draws from the global RNG: restore it
+            lin = nn.Linear(a, b, dtype=dtype)
         bound = 1.0 / math.sqrt(a)  # PyTorch's default U(−1/√fan_in, 1/√fan_in), drawn from our generator
         with torch.no_grad():
             lin.weight.copy_(torch.rand(b, a, generator=generator, dtype=dtype) * 2 * bound - bound)
