@@ -120,3 +120,29 @@ def test_presets_and_step_sizes():
     assert math.sqrt(alpha1) / (2 * sig[0]) < 1
     for scale in ("ci", "paper", "gpu"):
         resolve(M.MultiscaleMnist(), scale)
+
+
+def test_rank_floor_of_a_narrow_score_network():
+    # ε̂ = −σ s = −g lies in an affine space of dimension r (the last hidden width), so with λ = σ² each
+    # level's loss ½E‖ε − ε̂‖² ≥ ½(d − r) whatever the parameters (the chapter's reason for the paper width);
+    # the same network with a last layer as wide as d goes below that floor on the same data
+    d, r = 6, 2
+    x = torch.randn(4000, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.3
+    obj = M.MultiScaleDSM(sigmas=(1.0, 0.3))
+
+    def trained_loss(width):
+        torch.manual_seed(0)
+        net = M.models.NoiseConditionalScore(d, hidden=(32, width)).double()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        for _ in range(300):
+            loss = obj(net, x[torch.randint(4000, (256,))])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        per, _ = obj.per_sample(net, x)
+        return float(per.mean()), float(per.std()) / math.sqrt(len(per))
+
+    narrow, se = trained_loss(r)
+    assert narrow > 0.5 * (d - r) - 5 * se
+    wide, se = trained_loss(d)
+    assert wide < 0.5 * (d - r) - 5 * se
