@@ -50,14 +50,24 @@ def test_classifier_learns_and_reports():
         C.train_classifier(x, y + 10, n_classes=4, n_steps=1)
 
 
-def test_denoiser_score_is_tweedie():
+def test_preconditioned_score_is_tweedie_with_the_stated_coefficients():
     torch.manual_seed(0)
-    net = M.DenoiserScore(5, hidden=(8,)).double()
+    sd = 0.4
+    net = M.PreconditionedScore(5, hidden=(8,), sigma_data=sd).double()
     x = torch.randn(6, 5, dtype=torch.float64)
-    sig = torch.tensor([0.03, 0.1, 0.3, 1.0, 2.0, 0.5], dtype=torch.float64)
-    assert net.activation == "softplus"
-    D = net.out(torch.nn.functional.softplus(net.layers[0](torch.cat([x, sig.log()[:, None]], 1))))
-    assert torch.allclose(x + sig[:, None] ** 2 * net.score(x, sig), D, atol=1e-12)
+    sig = torch.tensor([0.03, 0.1, 0.3, 1.0, 2.0, 0.5], dtype=torch.float64)[:, None]
+    v = sig**2 + sd**2
+    F = net.out(torch.nn.functional.softplus(net.layers[0](torch.cat([x / v.sqrt(), sig.log()], 1))))
+    D = sd**2 / v * x + sig * sd / v.sqrt() * F                       # c_skip x̃ + c_out F(c_in x̃)
+    assert torch.allclose(x + sig**2 * net.score(x, sig[:, 0]), D, atol=1e-12)   # Tweedie: D = x̃ + σ² s
+    with torch.no_grad():
+        net.out.weight.zero_()
+        net.out.bias.zero_()
+    # F = 0: the exact score of q_σ for data N(0, σ_d² I)
+    assert torch.allclose(net.score(x, sig[:, 0]), -x / v, atol=1e-12)
+    for bad in (0.0, -1.0, float("inf"), "a"):
+        with pytest.raises(ValueError, match="sigma_data"):
+            M.PreconditionedScore(5, hidden=(8,), sigma_data=bad)
 
 
 # ---------------------------------------------------------------------- claims on planted records
@@ -139,7 +149,7 @@ def test_rank_floor_of_a_narrow_score_network():
             opt.zero_grad()
             loss.backward()
             opt.step()
-        per, _ = obj.per_sample(net, x)
+        per = obj.per_sample(net, x)[0].detach()
         return float(per.mean()), float(per.std()) / math.sqrt(len(per))
 
     narrow, se = trained_loss(r)

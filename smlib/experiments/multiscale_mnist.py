@@ -4,7 +4,7 @@ The protocol (chapter "From one noise level to many", its MNIST section):
 
 * data: ``n_train`` MNIST training digits (pixels in [0, 1], a seeded random subset; all 60 000 at
   ``paper``), ``n_test`` test digits as the held-out reference;
-* units, per seed: ``multi`` — a `NoiseConditionalScore` trained by `MultiScaleDSM` (λ = σ²) on
+* units, per seed: ``multi`` — a :class:`PreconditionedScore` trained by `MultiScaleDSM` (λ = σ²) on
   the geometric ladder σ_max → σ_min, L levels, sampled by annealed Langevin (T steps per level,
   α_i = ε σ_i²/σ_L², a final Tweedie step); ``single`` — a DEEN energy (`MLPEnergy`) trained by DSM
   at one σ, sampled by Langevin with as many steps (L·T) and the same step-to-σ² ratio as the last
@@ -40,7 +40,7 @@ __all__ = ["MultiscaleMnist", "KINDS", "PRESETS", "sample_metrics", "claims", "p
 
 KINDS = ("multi", "single")
 _COMMON = dict(sigma_max=1.0, sigma_min=0.03, n_levels=10, sigma_single=0.1, activation="swish", lr=1e-3,
-               step_lr=2e-4, denoiser=False, clf_hidden=[128], clf_batch_size=128, clf_lr=1e-3, data_seed=0,
+               step_lr=2e-4, sigma_data=0.3, clf_hidden=[128], clf_batch_size=128, clf_lr=1e-3, data_seed=0,
                min_confidence_ratio=0.8, max_class_tv=0.2, copy_quantile=0.05, max_copy_share=0.1,
                data_quantile=0.95, min_on_data=0.5, on_data_lead=0.1, min_clf_accuracy=0.9, n_show=32, n_pairs=8)
 PRESETS = {
@@ -56,20 +56,29 @@ PRESETS = {
 }
 
 
-class DenoiserScore(models.NoiseConditionalScore):
-    r"""s(x̃, σ) = (D_θ(x̃, log σ) − x̃)/σ²: Tweedie's formula (chapter 6) with an MLP denoiser D_θ ≈ E[x | x̃].
+class PreconditionedScore(models.NoiseConditionalScore):
+    r"""s(x̃, σ) = (D(x̃, σ) − x̃)/σ² with D = c_skip x̃ + c_out F_θ(c_in x̃, log σ) (Karras et al. 2022's preconditioning):
 
-    The option ``denoiser=True``. `NoiseConditionalScore`'s s = g_θ/σ has its output in the span of the
-    last layer (rank ≤ its width r), so when r < d = 784 the predicted noise ε̂ = −σs misses d − r
-    directions of the isotropic ε and each level's loss is at least ½(d − r) (the rank bound of the
-    DEEN chapter); the presets make the last layer wider than d instead. Here ε̂ = (x̃ − D)/σ carries
-    x̃ itself and D only has to span the digits, but the level's loss ½‖D(x̃) − x‖²/σ² asks for a
-    denoising error below σ per pixel, and in short CPU runs it trains more slowly.
+    c_skip = σ_d²/(σ² + σ_d²),  c_out = σ σ_d/√(σ² + σ_d²),  c_in = 1/√(σ² + σ_d²),   σ_d = ``sigma_data``,
+
+    so s = (σ_d F/σ − x̃/√(σ² + σ_d²))/√(σ² + σ_d²). D is Tweedie's posterior mean (chapter 6); with F = 0, s is
+    the exact score −x̃/(σ² + σ_d²) of q_σ for data N(0, σ_d² I). Why on MNIST: `NoiseConditionalScore` sees
+    x̃ unscaled (its norm goes from ≈ 9 at σ = 0.03 to ≈ 29 at σ = 1) and must learn the identity to
+    predict ε at large σ; in timed CPU runs it stayed near the zero-score loss where this form did not.
+    F is the MLP of `NoiseConditionalScore` (its head's division by σ undone).
     """
+
+    def __init__(self, dim, hidden=(64, 64, 64), activation="softplus", sigma_data: float = 0.3):
+        super().__init__(dim, hidden, activation)
+        if not (isinstance(sigma_data, (int, float)) and 0 < sigma_data < float("inf")):
+            raise ValueError(f"sigma_data must be a finite number > 0, got {sigma_data!r}")
+        self.sigma_data = float(sigma_data)
 
     def score(self, x, sigma):
         s = sigma_column(x, sigma)
-        return (self._head(x, sigma) * s - x) / s**2  # _head = out(h)/σ, so _head·σ = D
+        r = (s**2 + self.sigma_data**2).sqrt()
+        F = self._head(x / r, sigma) * s  # _head = out(h)/σ
+        return (self.sigma_data * F / s - x / r) / r
 
 
 def ladder(cfg):
@@ -150,8 +159,8 @@ class MultiscaleMnist(Experiment):
         torch.manual_seed(seed)
         with default_dtype(torch.float32):
             if kind == "multi":
-                cls = DenoiserScore if cfg["denoiser"] else models.NoiseConditionalScore
-                model = cls(d, hidden=tuple(cfg["hidden"]), activation=cfg["activation"])
+                model = PreconditionedScore(d, hidden=tuple(cfg["hidden"]), activation=cfg["activation"],
+                                            sigma_data=cfg["sigma_data"])
             else:
                 model = models.MLPEnergy(d, hidden=tuple(cfg["single_hidden"]), activation=cfg["activation"])
         cpu = lambda: copy.deepcopy(model).float().cpu().eval()  # noqa: E731
