@@ -83,7 +83,7 @@ def planted(good=True):
     for s in cfg["seeds"]:
         units[f"multi-s{s}"] = {"loss": {"final": 60.0, "zero_score_level": 392.0}, "untrained": _m(0.9, 0.0, 0.6, 0.0),
                                 "samples": _m(0.9, 0.9, 0.08, 0.02) if good else _m(0.5, 0.1, 0.5, 0.0)}
-        units[f"single-s{s}"] = {"loss": {"final": 5000.0, "zero_score_level": 39200.0}, "untrained": _m(0.8, 0.0, 0.7, 0.0),
+        units[f"single-s{s}"] = {"loss": {"final": 80.0, "zero_score_level": 392.0}, "untrained": _m(0.8, 0.0, 0.7, 0.0),
                                  "samples": _m(0.7, 0.2, 0.4, 0.0)}
     return {"config": cfg, "units": units, "summary": {"reference": ref}}
 
