@@ -49,7 +49,7 @@ PRESETS = {
     # the chapter's live run: seconds of CPU; its samples are not expected to look like digits
     "ci": dict(_COMMON, n_train=10_000, n_test=500, hidden=[256, 256], n_steps=600,
                batch_size=64, seeds=[0], n_samples=100, n_steps_each=10, clf_steps=300),
-    # the recorded run: ≈ 32 CPU-minutes on one core, estimated from timed steps (see the chapter)
+    # the recorded run: ≈ 30 CPU-minutes on one core, scaled from a timed 3000-step run at these sizes (see the chapter)
     "paper": dict(_COMMON, n_train=60_000, n_test=2000, hidden=[512, 1024],
                   n_steps=15_000, batch_size=64, seeds=[0, 1, 2], n_samples=500, n_steps_each=50, clf_steps=3000),
     # for a GPU: wider, longer, more samples (not run on this CPU)
