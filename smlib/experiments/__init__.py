@@ -42,6 +42,7 @@ EXPERIMENTS = {
     "deen_mnist": ("smlib.experiments.deen_mnist", "DeenMnist"),
     "deen_patches": ("smlib.experiments.deen_patches", "DeenPatches"),
     "multiscale": ("smlib.experiments.multiscale", "Multiscale"),
+    "multiscale_mnist": ("smlib.experiments.multiscale_mnist", "MultiscaleMnist"),
 }
 
 
