@@ -8,6 +8,8 @@ name                       what it reproduces
 ``deen_2d``                Saremi et al. (2018) Fig. 1: DEEN, a score network and Langevin CD in 2-D
 ``deen_mnist``             Saremi et al. (2018) Fig. 2: DEEN on MNIST, single-step denoising
 ``deen_patches``           Saremi et al. (2018) Fig. 3: DEEN on natural-image patches
+``multiscale``             one σ vs many (Song & Ermon 2019) on 2-D toys with exact densities
+``multiscale_mnist``       annealed Langevin from a multi-σ score network on MNIST, with checks
 =========================  ====================================================================
 
 Run one from Python (the chapters do, at the ``"ci"`` scale)::

@@ -237,7 +237,7 @@ def _gates(record, kinds):
     return fails
 
 
-def _rule_claim(record, text, rule_text, kind, rule, planted_negative=None):
+def _rule_claim(record, id, text, rule_text, kind, rule, planted_negative=None):
     """A claim whose rule ``rule(metrics, ref, cfg)`` must hold for ``kind``'s samples in every seed.
 
     Gates beyond :func:`_gates`: the rule holds for the planted positive (test digits), fails for the
@@ -259,8 +259,8 @@ def _rule_claim(record, text, rule_text, kind, rule, planted_negative=None):
     nums = [f"samples (per seed): {f(ms)}", f"untrained: {f(un)}", f"test digits: {f([ref['test_digits']])}"]
     if planted_negative:
         nums.append(f"planted {planted_negative}: copies {ref[planted_negative]['copy_share']:.3f}")
-    v = f"not testable: {'; '.join(fails)}" if fails else V.verdict([all(rule(m, ref, cfg) for m in ms)])
-    return V.claim(text, rule_text, nums, v)
+    alone = V.verdict([all(rule(m, ref, cfg) for m in ms)])
+    return V.claim(id, text, rule_text, nums, alone, gates=[V.Gate("health", False, "; ".join(fails))] if fails else [])
 
 
 def claims(record) -> list[dict]:
@@ -273,12 +273,12 @@ def claims(record) -> list[dict]:
     cfg, ref, U = record["config"], record["summary"]["reference"], record["units"]
     r = cfg["min_confidence_ratio"]
     out = [
-        _rule_claim(record, "Annealed Langevin from the multi-σ score network draws images a classifier reads as digits",
+        _rule_claim(record, "mnist-annealed-digits", "Annealed Langevin from the multi-σ score network draws images a classifier reads as digits",
                     f"mean classifier confidence ≥ {r:g} × the test digits', and ≥ {cfg['min_on_data']:.0%} of the samples "
                     f"as near the training set as {cfg['data_quantile']:.0%} of test digits, every seed", "multi", _digits),
-        _rule_claim(record, "…of every class, in about the test set's proportions",
+        _rule_claim(record, "mnist-annealed-classes", "…of every class, in about the test set's proportions",
                     f"TV of the class histogram to the test labels' < {cfg['max_class_tv']:g}, every seed", "multi", _classes),
-        _rule_claim(record, "…and not copies of training digits",
+        _rule_claim(record, "mnist-annealed-not-copies", "…and not copies of training digits",
                     f"the digit rule holds and at most {cfg['max_copy_share']:.0%} of the samples are nearer the "
                     f"training set than {1 - cfg['copy_quantile']:.0%} of test digits, every seed", "multi", _not_copies,
                     planted_negative="copies"),
@@ -293,15 +293,16 @@ def claims(record) -> list[dict]:
         fails.append("the rule already holds between the untrained models")
     if not all(ok(U[f"single-s{s}"]["untrained"], ref["test_digits"]) for s in seeds):
         fails.append("the planted positive (untrained single-σ samples against test digits) fails the rule")
-    v = f"not testable: {'; '.join(fails)}" if fails else V.verdict([all(ok(a, b) for a, b in zip(single, multi))])
+    alone = V.verdict([all(ok(a, b) for a, b in zip(single, multi))])
     out.append(V.claim(
-        "Langevin from the single-σ model (DEEN's setting), with as many steps, draws fewer images near the data",
+        "mnist-single-fewer-near-data", "Langevin from the single-σ model (DEEN's setting), with as many steps, draws fewer images near the data",
         f"share of samples as near the training set as {cfg['data_quantile']:.0%} of test digits < the annealed multi-σ "
         f"share − {lead:g}, every seed",
         [f"near data: single {_fmt(single, 'on_data', '.2f')} vs multi {_fmt(multi, 'on_data', '.2f')}; confidence "
          f"single {_fmt(single, 'confidence')} vs multi {_fmt(multi, 'confidence')}; median distance to the nearest "
          f"training digit single {_fmt(single, 'nn_median', '.2f')}, multi {_fmt(multi, 'nn_median', '.2f')}, "
-         f"test digits {ref['test_nn_median']:.2f}"], v))
+         f"test digits {ref['test_nn_median']:.2f}"], alone,
+        gates=[V.Gate("health", False, "; ".join(fails))] if fails else []))
     return out
 
 
