@@ -6,7 +6,7 @@ import torch
 
 from smlib._checks import check_choice
 
-__all__ = ["PatchWhitener"]
+__all__ = ["PatchWhitener", "whitened_variance_ratio"]
 
 
 class PatchWhitener:
@@ -148,3 +148,41 @@ class PatchWhitener:
             raise ValueError(f"W must have shape ({n_in}, n_filters) (one filter per column), got {tuple(t.shape)}")
         m = self.dewhitening_matrix.T if kind == "basis" else self.whitening_matrix
         return self._back(m @ t, *back)
+
+
+def whitened_variance_ratio(whitener: PatchWhitener, x_train, x_test, center: str = "train") -> dict:
+    r"""Per-component variance of whitened test data over that of whitened training data, averaged.
+
+    With z = whitener.transform(x) and components i = 1…k,
+
+        rᵢ = s²ᵢ(test) / s²ᵢ(train),   ratio = (1/k) Σᵢ rᵢ,
+
+    where s²ᵢ is the mean of (zᵢ − cᵢ)² with cᵢ the training mean of zᵢ (``center="train"``: the
+    second moment a denoiser fitted on training data sees, so a shift of the mean counts as
+    mismatch) or each set's own mean (``center="own"``, N − 1 denominator). A whitener fitted on
+    ``x_train`` gives s²ᵢ(train) ≈ 1 (exactly 1 for ``center="own"``); a test set from the same
+    distribution gives ratio ≈ 1 (issue 22's gate: [0.8, 1.25]; held-out photographs gave 2.40).
+
+    Parameters
+    ----------
+    whitener : PatchWhitener, fitted (normally on ``x_train``)
+    x_train, x_test : (N, d) pixel-space patches (tensors or arrays)
+    center : {"train", "own"}
+
+    Returns
+    -------
+    dict  ``{"ratio": float, "per_component": (k,) tensor rᵢ, "train": mean s²(train),
+    "test": mean s²(test)}``
+    """
+    check_choice("center", center, ("train", "own"))
+    z_tr = whitener.transform(PatchWhitener._to64(x_train, "x_train")[0])
+    z_te = whitener.transform(PatchWhitener._to64(x_test, "x_test")[0])
+    if z_tr.shape[0] < 2 or z_te.shape[0] < 2:
+        raise ValueError("x_train and x_test need at least 2 rows each")
+    if center == "own":
+        v_tr, v_te = z_tr.var(0), z_te.var(0)
+    else:
+        mu = z_tr.mean(0)
+        v_tr, v_te = ((z_tr - mu) ** 2).mean(0), ((z_te - mu) ** 2).mean(0)
+    r = v_te / v_tr
+    return {"ratio": float(r.mean()), "per_component": r, "train": float(v_tr.mean()), "test": float(v_te.mean())}

@@ -1,0 +1,133 @@
+"""Building blocks of the Swersky protocol fixes (issue 22, item 2): region splits, flat patches,
+the whitened variance ratio, mPoT column normalisation, HMC rejection-rate step control, Wiener filter."""
+import numpy as np
+import pytest
+import torch
+
+from smlib.data.patch_sampling import remove_flat_patches
+from smlib.data.patches import natural_patches, natural_patches_regions, natural_patches_split, tile_regions
+from smlib.data.photos import _load_raw
+from smlib.data.whitening import PatchWhitener, whitened_variance_ratio
+
+RGB = ["skimage", "skimage_jpeg", "sklearn"]
+
+
+# ------------------------------------------------------------------ regions
+def test_tiles_are_disjoint_cover_every_image_and_respect_fractions():
+    keys = ["skimage:astronaut", "skimage:coffee", "sklearn:china"]
+    reg = tile_regions(keys, size=8, block=64, fractions=(0.7, 0.1, 0.2), seed=3)
+    for key in keys:
+        h, w = _load_raw(key).shape[:2]
+        owner = np.full((h, w), -1)
+        for s, name in enumerate(("train", "val", "test")):
+            tiles = [t for t in reg[name] if t[0] == key]
+            assert tiles, f"{key} has no {name} tile"  # every photograph feeds every set
+            for _, r0, r1, c0, c1 in tiles:
+                assert (owner[r0:r1, c0:c1] == -1).all()  # no pixel in two tiles
+                owner[r0:r1, c0:c1] = s
+        m = (owner >= 0).sum()
+        assert abs((owner == 2).sum() / m - 0.2) < 0.05 and abs((owner == 1).sum() / m - 0.1) < 0.05
+    assert tile_regions(keys, 8, 64, (0.7, 0.1, 0.2), seed=3) == reg
+    assert tile_regions(keys, 8, 64, (0.7, 0.1, 0.2), seed=4) != reg
+
+
+def _locate(patch, img, size):
+    """All (key, row, col) top-left positions where ``patch`` (gray, raw pixels) occurs."""
+    hits = []
+    for key in img:
+        win = np.lib.stride_tricks.sliding_window_view(img[key], (size, size))
+        rr, cc = np.nonzero((np.abs(win - patch).reshape(*win.shape[:2], -1).max(-1) < 1e-12))
+        hits += [(key, r, c) for r, c in zip(rr, cc)]
+    return hits
+
+
+def test_region_patches_lie_inside_tiles_of_their_own_set():
+    from smlib.data.photos import load_natural_image
+
+    size, keys = 6, ["skimage:brick", "skimage:grass"]
+    tr, va, te, info = natural_patches_regions(40, 20, 20, size=size, seed=1, images=keys, block=32,
+                                               remove_mean=False, dtype=torch.float64, return_info=True)
+    reg = tile_regions(keys, size, 32, (0.7, 0.1, 0.2),
+                       seed=int(np.random.SeedSequence(1).spawn(4)[0].generate_state(1)[0]))
+    img = {k: load_natural_image(k) for k in keys}
+    for x, name in ((tr, "train"), (va, "val"), (te, "test")):
+        for p in x.numpy()[:10]:
+            hits = _locate(p.reshape(size, size), img, size)
+            inside = [h for h in hits if any(h[0] == k and r0 <= h[1] and h[1] + size <= r1 and c0 <= h[2]
+                                             and h[2] + size <= c1 for k, r0, r1, c0, c1 in reg[name])]
+            assert inside, f"a {name} patch is not inside one {name} tile"
+
+
+def test_region_split_same_distribution_image_split_not():
+    """Whitened test/train variance ratio: ≈ 1 for regions, far from 1 for held-out photographs."""
+    kw = dict(size=8, gray=True, seed=0, sources=["skimage"], dtype=torch.float64)
+    tr, _, te = natural_patches_regions(20000, 0, 5000, block=32, fractions=(0.8, 0.0, 0.2), **kw)
+    w = PatchWhitener(0.99).fit(tr)
+    r_regions = whitened_variance_ratio(w, tr, te)["ratio"]
+    tr2, te2 = natural_patches_split(20000, 5000, by="images", test_images=["skimage:brick", "skimage:gravel"], **kw)
+    w2 = PatchWhitener(0.99).fit(tr2)
+    r_images = whitened_variance_ratio(w2, tr2, te2)["ratio"]
+    assert 0.8 <= r_regions <= 1.25, r_regions
+    assert not 0.8 <= r_images <= 1.25, r_images
+
+
+def test_split_by_regions_and_old_splits_still_work():
+    a, b, info = natural_patches_split(300, 100, size=8, seed=2, by="regions", sources=["skimage"], return_info=True)
+    assert a.shape == (300, 64) and b.shape == (100, 64) and info["n_tiles"]["val"] == 0
+    tr, te, tri, tei = natural_patches_split(200, 50, size=8, seed=0, sources=["skimage"], return_images=True)
+    assert not set(tri) & set(tei)  # the image-disjoint split is kept
+    with pytest.raises(ValueError, match="block"):
+        natural_patches_regions(10, 1, 10, size=16, block=8)
+    with pytest.raises(ValueError, match="fractions"):
+        natural_patches_regions(10, 1, 10, size=8, fractions=(0.5, 0.1, 0.1))
+    with pytest.raises(ValueError, match="n_val"):
+        natural_patches_regions(10, 0, 10, size=8, fractions=(0.7, 0.1, 0.2))
+    with pytest.raises(ValueError, match="too few"):
+        natural_patches_regions(10, 1, 10, size=8, images=["skimage:coins"], block=300)
+
+
+# ------------------------------------------------------------------ ratio
+def test_whitened_variance_ratio_recovers_a_known_scale():
+    g = torch.Generator().manual_seed(0)
+    d, A = 12, torch.randn(12, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    tr = torch.randn(40000, d, generator=g, dtype=torch.float64) @ A
+    te = torch.randn(40000, d, generator=g, dtype=torch.float64) @ A
+    w = PatchWhitener(1.0).fit(tr)
+    assert abs(whitened_variance_ratio(w, tr, te)["ratio"] - 1) < 0.03
+    assert abs(whitened_variance_ratio(w, tr, 2.0 * te)["ratio"] - 4) < 0.12  # variance ×4
+    shifted = te + 3.0 * A[0]  # a mean shift counts with center="train", not with center="own"
+    assert whitened_variance_ratio(w, tr, shifted)["ratio"] > 1.5
+    assert abs(whitened_variance_ratio(w, tr, shifted, center="own")["ratio"] - 1) < 0.03
+
+
+# ------------------------------------------------------------------ flat patches
+def test_flat_patches_removed_and_counted():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1000, 16))
+    x[:37] = 0.0  # exactly flat
+    x[37:50] *= 0.005  # nearly flat: std ≈ 0.5 % of the median
+    x[50:60] *= 0.02  # 2 %: kept
+    kept, info = remove_flat_patches(torch.from_numpy(x))
+    assert info["n_removed"] == 50 and kept.shape == (950, 16)
+    _, info2 = remove_flat_patches(x, threshold=info["threshold"])
+    assert info2["n_removed"] == 50
+    with pytest.raises(ValueError, match="drop_flat"):
+        remove_flat_patches(x, drop_flat=1.5)
+
+
+def test_extraction_drop_flat_replaces_flat_patches_and_reports_count():
+    kw = dict(size=8, seed=0, images=["skimage:astronaut", "skimage:moon"], dtype=torch.float64)  # astronaut: black areas
+    x0 = natural_patches(3000, **kw)
+    s0 = x0.std(1, correction=0)
+    t = 0.01 * float(np.median(s0.numpy()))  # numpy: the mean of the two middle values
+    x, info = natural_patches(3000, drop_flat=0.01, return_info=True, **kw)
+    assert info["n_flat"] == int((s0 < t).sum()) and info["n_flat"] > 0
+    assert abs(info["flat_threshold"] - t) < 1e-12
+    assert x.shape == x0.shape and bool((x.std(1, correction=0) >= t).all())
+    # validation and test are filtered with the training threshold
+    tr, va, te, inf = natural_patches_regions(2000, 300, 500, size=8, seed=0, images=kw["images"], block=32,
+                                              drop_flat=0.01, return_info=True, dtype=torch.float64)
+    t = inf["flat_threshold"]
+    raw = natural_patches_regions(2000, 300, 500, size=8, seed=0, images=kw["images"], block=32, dtype=torch.float64)
+    assert abs(t - 0.01 * float(np.median(raw[0].std(1, correction=0).numpy()))) < 1e-12  # set on the (unfiltered) training draw
+    assert all(bool((s.std(1, correction=0) >= t).all()) for s in (tr, va, te)) and inf["n_flat"]["train"] > 0
