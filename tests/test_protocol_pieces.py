@@ -131,3 +131,73 @@ def test_extraction_drop_flat_replaces_flat_patches_and_reports_count():
     raw = natural_patches_regions(2000, 300, 500, size=8, seed=0, images=kw["images"], block=32, dtype=torch.float64)
     assert abs(t - 0.01 * float(np.median(raw[0].std(1, correction=0).numpy()))) < 1e-12  # set on the (unfiltered) training draw
     assert all(bool((s.std(1, correction=0) >= t).all()) for s in (tr, va, te)) and inf["n_flat"]["train"] > 0
+
+
+# ------------------------------------------------------------------ mPoT column normalisation
+from smlib.models import MPoT  # noqa: E402
+
+
+def test_mpot_project_fixed_norm_keeps_directions():
+    torch.manual_seed(0)
+    m = MPoT(6, n_cov=5, n_mean=2, filter_norm=2.0)
+    with torch.no_grad():
+        m.C.mul_(torch.tensor([0.1, 1.0, 3.0, 7.0, 0.5]))
+    before = m.C.detach().clone()
+    m.project_()
+    assert torch.allclose(m.C.norm(dim=0), torch.full((5,), 2.0), atol=1e-6)
+    cos = (before * m.C).sum(0) / (before.norm(dim=0) * m.C.norm(dim=0))
+    assert torch.allclose(cos, torch.ones(5), atol=1e-6)
+
+
+def test_mpot_project_running_follows_ranzatos_rule():
+    torch.manual_seed(1)
+    m = MPoT(4, n_cov=3, filter_norm="running")
+    with torch.no_grad():
+        m.C.copy_(torch.eye(4)[:, :3] * torch.tensor([2.0, 4.0, 6.0]))  # column norms 2, 4, 6: mean 4
+    m.project_()
+    nu = 0.95 * 1.0 + 0.05 * 4.0
+    assert abs(float(m.filter_norm_running) - nu) < 1e-6
+    assert torch.allclose(m.C.norm(dim=0), torch.full((3,), nu), atol=1e-6)
+    with torch.no_grad():
+        m.C[:, 0] *= 3.0  # norms 3ν, ν, ν: mean 5ν/3
+    m.project_()
+    nu2 = 0.95 * nu + 0.05 * (5 * nu / 3)
+    assert abs(float(m.filter_norm_running) - nu2) < 1e-6
+    assert torch.allclose(m.C.norm(dim=0), torch.full((3,), nu2), atol=1e-6)
+    assert "filter_norm_running" in m.state_dict()
+
+
+def test_mpot_unconstrained_default_unchanged_and_bad_option_named():
+    torch.manual_seed(2)
+    m = MPoT(4, n_cov=3)
+    c = m.C.detach().clone()
+    m.project_()
+    assert torch.equal(m.C, c) and "filter_norm_running" not in m.state_dict()
+    torch.manual_seed(2)
+    assert torch.equal(MPoT(4, n_cov=3, filter_norm=1.0).C, c)  # same initialisation: projection starts at step 1
+    for bad in (0.0, -1.0, "fixed", True, float("nan")):
+        with pytest.raises(ValueError, match="filter_norm"):
+            MPoT(4, n_cov=3, filter_norm=bad)
+
+
+def test_sm_on_a_repeated_point_needs_the_constraint():
+    """SM on data with a repeated point: unconstrained ‖C‖ keeps growing, projected steps stay on the sphere."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 4, generator=g, dtype=torch.float64)
+    x[:128] = 0.0  # half the data on one atom, as flat patches after whitening
+    out = {}
+    for norm in (None, 1.0, "running"):
+        torch.manual_seed(0)
+        m = MPoT(4, n_cov=4, filter_norm=norm).double()
+        opt = torch.optim.SGD(m.parameters(), lr=0.05)
+        for _ in range(300):
+            opt.zero_grad()
+            m.sm_terms(x)["total"].backward()
+            opt.step()
+            m.project_()
+        out[norm] = (float(m.C.detach().norm()), float(m.sm_terms(x)["total"].detach()))
+    assert out[None][0] > 4 * out[1.0][0], out  # the free filters grew
+    assert abs(out[1.0][0] - 2.0) < 1e-9  # 4 unit columns: Frobenius norm 2
+    assert out[None][1] < out[1.0][1]  # and bought a lower (unbounded) SM objective
+    # Ranzato's running common norm only slows the growth (ν follows 5 % of each step's increase)
+    assert out[1.0][0] < out["running"][0] < out[None][0], out
