@@ -201,3 +201,91 @@ def test_sm_on_a_repeated_point_needs_the_constraint():
     assert out[None][1] < out[1.0][1]  # and bought a lower (unbounded) SM objective
     # Ranzato's running common norm only slows the growth (ν follows 5 % of each step's increase)
     assert out[1.0][0] < out["running"][0] < out[None][0], out
+
+
+# ------------------------------------------------------------------ HMC at ≈ 10 % rejection
+from smlib import samplers  # noqa: E402
+from smlib.step_control import RejectionTargetStep  # noqa: E402
+
+SCALES = torch.linspace(0.5, 1.5, 20, dtype=torch.float64)  # target N(0, diag(s²)), d = 20
+
+
+def _gauss_energy(x):
+    return 0.5 * ((x / SCALES) ** 2).sum(1)
+
+
+def _exact_reject_rate(eps, n_leapfrog=10, n=100_000, seed=0):
+    """P(reject) of one HMC transition from stationarity, by the exact leapfrog map (no sampler code).
+
+    Per dimension leapfrog is linear: (x, p) ← M (x, p) with M = K D K, K = [[1, 0], [−ε/2s², 1]],
+    D = [[1, ε], [0, 1]]; ΔH = Σᵢ [½x_L²/sᵢ² + ½p_L² − ½x₀²/sᵢ² − ½p₀²]; reject with 1 − min(1, e^{−ΔH}).
+    """
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(n, SCALES.numel(), generator=g, dtype=torch.float64) * SCALES
+    p0 = torch.randn(n, SCALES.numel(), generator=g, dtype=torch.float64)
+    dH = torch.zeros(n, dtype=torch.float64)
+    for i, s in enumerate(SCALES.tolist()):
+        K = torch.tensor([[1.0, 0.0], [-eps / (2 * s * s), 1.0]], dtype=torch.float64)
+        D = torch.tensor([[1.0, eps], [0.0, 1.0]], dtype=torch.float64)
+        M = torch.linalg.matrix_power(K @ D @ K, n_leapfrog)
+        xl, pl = M[0, 0] * x0[:, i] + M[0, 1] * p0[:, i], M[1, 0] * x0[:, i] + M[1, 1] * p0[:, i]
+        dH += 0.5 * (xl**2 - x0[:, i] ** 2) / s**2 + 0.5 * (pl**2 - p0[:, i] ** 2)
+    return float((1 - torch.exp(-dH.clamp(min=0))).mean())
+
+
+def _step_for(target, lo=0.01, hi=0.6):
+    for _ in range(20):  # bisection: the rejection rate grows with ε below the stability limit
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _exact_reject_rate(mid) < target else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def test_hmc_reject_rate_matches_the_exact_leapfrog_rate():
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(4000, 20, generator=g, dtype=torch.float64) * SCALES
+    for eps in (0.2, 0.4):
+        _, info = samplers.hmc(_gauss_energy, x0, 5, n_leapfrog=10, step_size=eps, adapt=False, jitter=0.0,
+                               generator=g, return_info=True)
+        assert abs(info["reject_rate"] - _exact_reject_rate(eps)) < 0.012, (eps, info)
+
+
+def test_hmc_step_control_settles_at_ten_percent_rejection():
+    eps_star = _step_for(0.10)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1000, 20, generator=g, dtype=torch.float64) * SCALES
+    rule = RejectionTargetStep(step_size=0.05, max_step=2.0)
+    steps, rejects = [], []
+    for _ in range(60):  # 60 calls × 10 transitions, the rule's state carried across calls as in training
+        x, info = samplers.hmc(_gauss_energy, x, 10, n_leapfrog=10, adapt=False, jitter=0.0, generator=g,
+                               return_info=True, step_control=rule)
+        steps.append(rule.step_size)
+        rejects.append(info["reject_rate"])
+    late = float(np.mean(steps[-20:]))
+    assert abs(late / eps_star - 1) < 0.08, (late, eps_star)
+    assert abs(float(np.mean(rejects[-20:])) - 0.10) < 0.02, rejects[-20:]
+    assert abs(_exact_reject_rate(late) - 0.10) < 0.03
+
+
+def test_rejection_rule_arithmetic_bounds_and_errors():
+    r = RejectionTargetStep(step_size=0.01)
+    assert r.update(0.0) == pytest.approx(0.0101) and r.ave_reject == pytest.approx(0.09)
+    r.update(1.0)  # ρ̄ = 0.9·0.09 + 0.1 = 0.181 ≥ 0.1: step down by 0.99
+    assert r.ave_reject == pytest.approx(0.181) and r.step_size == pytest.approx(0.0101 * 0.99)
+    hi = RejectionTargetStep(step_size=0.25)
+    assert hi.update(0.0) == 0.25  # clipped at max_step
+    lo = RejectionTargetStep(step_size=0.001)
+    assert lo.update(1.0) == 0.001
+    s = RejectionTargetStep(step_size=0.02)
+    s.update(0.5)
+    t = RejectionTargetStep(step_size=0.02)
+    t.load_state_dict(s.state_dict())
+    assert t.update(0.3) == s.update(0.3)
+    for kw, msg in ((dict(target_reject=1.0), "target_reject"), (dict(step_size=1.0), "step_size"),
+                    (dict(up=0.9), "up"), (dict(decay=1.0), "decay")):
+        with pytest.raises(ValueError, match=msg):
+            RejectionTargetStep(**kw)
+    with pytest.raises(ValueError, match="reject_rate"):
+        RejectionTargetStep().update(1.5)
+    with pytest.raises(ValueError, match="step_control"):
+        samplers.hmc(_gauss_energy, torch.zeros(3, 20, dtype=torch.float64), 4, n_adapt=2,
+                     step_control=RejectionTargetStep())
