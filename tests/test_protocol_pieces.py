@@ -289,3 +289,37 @@ def test_rejection_rule_arithmetic_bounds_and_errors():
     with pytest.raises(ValueError, match="step_control"):
         samplers.hmc(_gauss_energy, torch.zeros(3, 20, dtype=torch.float64), 4, n_adapt=2,
                      step_control=RejectionTargetStep())
+
+
+# ------------------------------------------------------------------ Wiener filter baseline
+from smlib.data.whitening import WienerFilter  # noqa: E402
+
+
+def test_wiener_filter_is_the_monte_carlo_optimum_on_gaussian_data():
+    g = torch.Generator().manual_seed(0)
+    k, sigma = 8, 0.7
+    v = torch.logspace(-1, 1, k, dtype=torch.float64)  # variances 0.1 … 10
+    mu = torch.linspace(-1, 1, k, dtype=torch.float64)
+    draw = lambda n: mu + v.sqrt() * torch.randn(n, k, generator=g, dtype=torch.float64)  # noqa: E731
+    wf = WienerFilter(sigma).fit(draw(50_000))
+    x = draw(400_000)
+    noisy = x + sigma * torch.randn(x.shape, generator=g, dtype=torch.float64)
+    # Monte-Carlo optimum: per component, the least-squares affine map noisy -> clean on fresh data
+    xc, nc = x - x.mean(0), noisy - noisy.mean(0)
+    a = (xc * nc).sum(0) / (nc * nc).sum(0)
+    b = x.mean(0) - a * noisy.mean(0)
+    mse_mc = float(((a * noisy + b - x) ** 2).mean())
+    mse_w = float(((wf.denoise(noisy) - x) ** 2).mean())
+    assert torch.allclose(wf.gain_, a, rtol=0.02), (wf.gain_, a)
+    assert abs(mse_w / mse_mc - 1) < 0.005, (mse_w, mse_mc)
+    assert abs(mse_w / wf.expected_mse_ - 1) < 0.01
+    # it beats the one-size shrinkage z̃/(1 + σ²), which assumes unit variances
+    assert mse_w < 0.9 * float(((mu + (noisy - mu) / (1 + sigma**2) - x) ** 2).mean())
+    out = wf.denoise(noisy[:3].numpy())
+    assert isinstance(out, np.ndarray) and out.shape == (3, k)
+    with pytest.raises(ValueError, match="sigma"):
+        WienerFilter(0.0)
+    with pytest.raises(ValueError, match="columns"):
+        wf.denoise(torch.zeros(2, k + 1, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        WienerFilter(1.0).denoise(torch.zeros(2, k))
