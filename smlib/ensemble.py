@@ -206,6 +206,11 @@ def fit_ensemble(make_model, n_models=None, data=None, objective="dsm", config: 
 
 
 def _train(members, data, objective, sigmas, seeds, c, device):
+    # fit projects a constrained model after every update (train.step); the vmapped update here does not
+    # (an MPoT without filter_norm has a no-op project_ and is not constrained)
+    if getattr(members[0], "project_", None) is not None and getattr(members[0], "filter_norm", True) is not None:
+        raise ValueError(f"fit_ensemble cannot keep {type(members[0]).__name__}'s constraint (project_ after each "
+                         "update): train these models with smlib.train.fit")
     dtype = next(members[0].parameters()).dtype
     if type(data).__module__ == "numpy":
         data = torch.from_numpy(data)

@@ -41,11 +41,14 @@ import math
 import torch
 
 from smlib import samplers
+from smlib.step_control import RejectionTargetStep
 from smlib._checks import check_choice, check_data, check_int, check_nonnegative, check_positive
 
 __all__ = ["MCMCEstimator", "CD", "PCD", "FPCD", "LangevinCD", "SAMPLERS"]  # SAMPLERS: the one list of samplers
 
 SAMPLERS = ("auto", "gibbs", "langevin", "mala", "hmc")
+#: how a MALA/HMC step size adapts during training
+STEP_RULES = ("robbins_monro", "reject_target")
 
 
 class MCMCEstimator:
@@ -67,12 +70,19 @@ class MCMCEstimator:
         Robbins–Monro target acceptance for MALA/HMC step-size tuning (set ``adapt=False`` to
         keep ``step_size`` fixed).
     adapt : bool
+    step_rule : {"robbins_monro", "reject_target"}
+        With ``adapt``: Robbins–Monro towards ``target_accept`` after each call, or (HMC only)
+        Ranzato's running rule towards ``target_reject`` rejections per transition
+        (:class:`smlib.step_control.RejectionTargetStep`: ε ×1.01 or ×0.99, within [0.001, 0.25]).
+    target_reject : float
+        The rejection rate ``step_rule="reject_target"`` holds (Ranzato's code: 0.1).
     seed : int or None
     """
 
     persistent = False
     #: the settings :meth:`config` reports (each class adds its own)
-    _SETTINGS = ("k", "sampler", "step_size", "n_leapfrog", "noise_scale", "target_accept", "adapt", "seed")
+    _SETTINGS = ("k", "sampler", "step_size", "n_leapfrog", "noise_scale", "target_accept", "adapt", "step_rule",
+                 "target_reject", "seed")
 
     def __init__(
         self,
@@ -84,6 +94,8 @@ class MCMCEstimator:
         noise_scale=1.0,
         target_accept=0.65,
         adapt=True,
+        step_rule="robbins_monro",
+        target_reject=0.1,
         seed=None,
     ):
         k = check_int("k", k, 0)
@@ -93,6 +105,13 @@ class MCMCEstimator:
         check_nonnegative("noise_scale", noise_scale)
         if not 0.0 < target_accept < 1.0:
             raise ValueError(f"target_accept must be in (0, 1), got {target_accept}")
+        check_choice("step_rule", step_rule, STEP_RULES)
+        if step_rule == "reject_target" and sampler != "hmc":
+            raise ValueError(f"step_rule='reject_target' (Ranzato's rule) adapts HMC only; got sampler={sampler!r}")
+        self.step_rule, self.target_reject = step_rule, float(target_reject)
+        # the running rule of Ranzato's mPoT code, carried across calls (and checkpoints)
+        self.step_control = (RejectionTargetStep(step_size, target_reject=target_reject)
+                             if step_rule == "reject_target" and adapt else None)
         self.k = k
         self.sampler = sampler
         self.step_size = float(step_size)
@@ -142,11 +161,12 @@ class MCMCEstimator:
         if kind == "mala":
             x, info = samplers.mala(model, x0, k, self.step_size, generator=g, return_info=True)
         else:
-            x, info = samplers.hmc(
-                model, x0, k, self.n_leapfrog, self.step_size, adapt=False, generator=g, return_info=True
-            )
+            x, info = samplers.hmc(model, x0, k, self.n_leapfrog, self.step_size, adapt=False, generator=g,
+                                   return_info=True, step_control=self.step_control)
         self.last_accept_rate = info["accept_rate"]
-        if self.adapt and k > 0 and math.isfinite(info["accept_rate"]):
+        if self.step_control is not None:
+            self.step_size = self.step_control.step_size
+        elif self.adapt and k > 0 and math.isfinite(info["accept_rate"]):
             self.step_size = samplers.robbins_monro(self.step_size, info["accept_rate"], self.target_accept)
         return x
 
@@ -176,12 +196,15 @@ class MCMCEstimator:
             "seed": self.seed,
             "generator": None if self.generator is None else self.generator.get_state(),
             "generator_device": None if self.generator is None else str(self.generator.device),
+            "step_control": None if self.step_control is None else self.step_control.state_dict(),
         }
 
     def load_state_dict(self, state):
         """Restore what :meth:`state_dict` returned."""
         self.step_size = float(state["step_size"])
         self.seed = state["seed"]
+        if self.step_control is not None and state.get("step_control") is not None:
+            self.step_control.load_state_dict(state["step_control"])
         if state["generator"] is None:
             self.generator = None
         else:

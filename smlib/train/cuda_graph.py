@@ -278,7 +278,10 @@ class GraphStep(EagerStep):
 
     def _capture(self, x, step):
         self.static_x = x.detach().clone()
-        self.live = [p.detach() for p in self.params] + _state_tensors(self.opt, self.params)
+        # floating buffers too: a projection may update one (MPoT's running filter norm), and a rejected step
+        # must leave it as the eager loop would (never updated)
+        buffers = [b for b in self.model.buffers() if b.is_floating_point()] if self.project is not None else []
+        self.live = [p.detach() for p in self.params] + _state_tensors(self.opt, self.params) + buffers
         self.backup = [t.clone() for t in self.live]
         if self.emulated:
             self.graph = "emulated"
