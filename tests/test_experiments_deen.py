@@ -20,7 +20,7 @@ from smlib.experiments.__main__ import main  # noqa: E402
 ALLOWED = {V.HOLDS, V.PARTLY, V.FAILS, V.UNTESTABLE}
 TINY = {
     "deen_2d": dict(seeds=[0, 1], n_steps=20, eval_every=10, n_train=256, n_grid=24, n_eval=128, n_plot=12,
-                    n_curl_plot=8, cd_variants=["adam"]),
+                    n_curl_plot=8, cd_variants=["sgd", "sgdsum"]),
     "deen_mnist": dict(n_parzen=160, n_valid=40, parzen_replicates=2, n_steps=6, hidden=[8, 8, 8], n_test=40,
                        log_every=2, checkpoint_every=6, n_show=2),
     "deen_patches": dict(n_patches=600, n_valid=50, n_test=40, n_steps=4, hidden=[8, 8, 8, 8, 8], log_every=2,
@@ -85,7 +85,7 @@ def test_a_second_run_reuses_the_finished_units(records):
     assert again["units"] == r["live"]["units"]
 
 
-@pytest.mark.parametrize("name, n_units", [("deen_2d", 24), ("deen_mnist", 3), ("deen_patches", 2)])
+@pytest.mark.parametrize("name, n_units", [("deen_2d", 30), ("deen_mnist", 3), ("deen_patches", 2)])
 def test_paper_presets(name, n_units, capsys):
     exp = experiments.get(name)
     cfg = experiments.resolve(exp, "paper")
@@ -96,10 +96,11 @@ def test_paper_presets(name, n_units, capsys):
 
 
 def test_paper_protocol_values():
-    """The paper's settings: networks, σ = 0.1 in 2-D, σ′ = 0.3, patch noise 0.5, lr 1e-3, CD by plain SGD at ε = 1e-3."""
+    """The paper's settings: networks, σ = 0.1 in 2-D, σ′ = 0.3, patch noise 0.5, lr 1e-3, CD by Adam at ε = 1e-3
+    (the paper's optimiser) with plain SGD of the batch mean and of the batch sum as labelled variants."""
     c2 = experiments.resolve(experiments.get("deen_2d"), "paper")
     assert c2["hidden"] == [32, 32, 32] and c2["sigma"] == 0.1 and c2["lr"] == 1e-3 and len(c2["seeds"]) == 3
-    assert c2["cd_optimizer"] == "sgd" and c2["cd_lr"] == 1e-3
+    assert c2["cd_optimizer"] == "adam" and c2["cd_lr"] == 1e-3 and c2["cd_variants"] == ["sgd", "sgdsum"]
     cm = experiments.resolve(experiments.get("deen_mnist"), "paper")
     assert cm["hidden"] == [128, 128, 256] and cm["sigma_prime"] == 0.3 and cm["sigma"] is None
     cp = experiments.resolve(experiments.get("deen_patches"), "paper")
@@ -107,10 +108,41 @@ def test_paper_protocol_values():
     assert data.list_natural_images(cp["sources"], gray=None)  # named sources that exist on this machine
 
 
-def test_cd_unit_uses_plain_sgd_and_its_variant_adam(records):
-    units = records["deen_2d"]["live"]["units"]
-    assert units["CD-spiral-s0"]["optimizer"] == {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.0}
-    assert units["CD_adam-spiral-s0"]["optimizer"]["optimizer"] == "adam"
+def test_cd_unit_uses_adam_and_its_variants_plain_sgd_of_the_batch_mean_and_sum(records):
+    units, B = records["deen_2d"]["live"]["units"], records["deen_2d"]["live"]["config"]["batch_size"]
+    assert units["CD-spiral-s0"]["optimizer"] == {"optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "reduction": "mean"}
+    assert units["CD_sgd-spiral-s0"]["optimizer"] == {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.0, "reduction": "mean"}
+    assert units["CD_sgdsum-spiral-s0"]["optimizer"]["lr"] == pytest.approx(1e-3 * B)
+    ids = {c["id"] for c in records["deen_2d"]["live"]["summary"]["claims"]}
+    assert {"cd-mode-collapse", "cd-mode-collapse-sgd", "cd-mode-collapse-sgd-sum"} <= ids
+    with pytest.raises(ValueError, match="unknown CD reading"):
+        deen_2d.cd_optimizer(records["deen_2d"]["live"]["config"], "CD_rmsprop", B)
+
+
+def test_claim_ids_follow_the_recorded_optimiser_not_the_unit_key():
+    """The first record's unit "CD" ran plain SGD: its claim is the SGD variant's, whatever the key."""
+    from smlib.experiments.deen_2d_claims import cd_reading
+    assert cd_reading({"optimizer": "sgd", "lr": 1e-3})[0] == "cd-mode-collapse-sgd"
+    assert cd_reading({"optimizer": "adam", "lr": 1e-3})[0] == "cd-mode-collapse"
+    assert cd_reading({"optimizer": "sgd", "lr": 0.256, "reduction": "sum"})[0] == "cd-mode-collapse-sgd-sum"
+
+
+@pytest.mark.parametrize("optimizer, same", [("adam", True), ("sgd", False)])
+def test_batch_sum_and_mean_coincide_under_adam_only(optimizer, same):
+    """Adam's step m̂/(√v̂ + 1e-8) is unchanged when every gradient is scaled by B; SGD's is scaled by B."""
+    import torch
+
+    torch.manual_seed(0)
+    B, grads = 256, [torch.randn(5) for _ in range(4)]
+    out = []
+    for scale in (1.0, B):
+        w = torch.zeros(5, requires_grad=True)
+        opt = torch.optim.Adam([w], lr=1e-3) if optimizer == "adam" else torch.optim.SGD([w], lr=1e-3)
+        for g in grads:
+            w.grad = scale * g
+            opt.step()
+        out.append(w.detach().clone())
+    assert torch.allclose(out[0], out[1], rtol=1e-5, atol=1e-9) == same
 
 
 # ---------------------------------------------------------------------- the rules can fail
@@ -191,7 +223,7 @@ def _modes(masses, missed=0.0):
 def _collapse_record(records, cd_end, moved=0.5):
     rec = copy.deepcopy(records["deen_2d"]["live"])
     for key, u in rec["units"].items():
-        if key.startswith(("CD-", "DEEN-")):
+        if key.startswith(("CD-", "CD_", "DEEN-")):
             ds = key.split("-")[1]
             k = len(rec["summary"]["reference"][ds]["true_masses"])
             u["start_modes"] = _modes([1 / k] * k)
