@@ -339,3 +339,16 @@ def test_parzen_splits_are_disjoint():
     assert len(train) == 60_000 - 50
     with pytest.raises(ValueError, match="disjoint Parzen blocks"):
         exp.split(dict(cfg, n_parzen=30_000), 0)
+
+
+def test_first_record_cd_claims_map_to_the_reading_they_ran():
+    """The first record's SGD claim (unit "CD") maps to cd-mode-collapse-sgd, its Adam variant to cd-mode-collapse."""
+    from smlib.experiments import deen_2d_claims as dc
+    from smlib.book import reproduction as rp
+    stored = [{"claim": dc.FIRST_WORDING["cd-mode-collapse-sgd"], "verdict": "sgd-old"},
+              {"claim": dc.FIRST_WORDING["cd-mode-collapse"], "verdict": "adam-old"}]
+    gated = [{"id": "cd-mode-collapse", "claim": "new adam wording", "verdict": "x"},
+             {"id": "cd-mode-collapse-sgd", "claim": "new sgd wording", "verdict": "y"}]
+    table = rp.gate_changes(stored, gated, reworded=dc.FIRST_WORDING)
+    assert "`cd-mode-collapse` | new adam wording | adam-old" in table
+    assert "`cd-mode-collapse-sgd` | new sgd wording | sgd-old" in table

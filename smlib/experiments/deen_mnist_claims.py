@@ -41,8 +41,12 @@ def trained_gate(record, kind, d_of=None) -> V.Gate:
 
 
 def lr_edge_gate(record, kind) -> V.Gate:
-    """The selected learning rate of ``kind`` against its grid (a first record without a selection: not recorded)."""
+    """The selected learning rate of ``kind`` against its grid. A record whose protocol selected no rate (the
+    first records: the paper's fixed 10⁻³) has no edge to sit at, and says so; a record that has training
+    seeds but lacks their selection unit cannot be checked."""
     sel = record["units"].get(f"select-{kind}")
+    if sel is None and kind in record["units"]:
+        return V.Gate("grid edge", True, f"{kind}: no learning-rate selection in this protocol (fixed rate)")
     if sel is None:
         return V.missing("grid edge", f"the learning-rate selection of {kind}")
     return V.grid_edge([sel["selected_lr"]], sel["lr_grid"], f"learning rate of {kind}")
