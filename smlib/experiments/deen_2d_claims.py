@@ -73,7 +73,8 @@ def _moved(record, kind):
     rel = [record["units"][f"{kind}-{ds}-s{s}"].get("theta_rel_change") for ds in DATASETS for s in record["config"]["seeds"]]
     if None in rel:
         return V.missing("θ moved", f"‖θ − θ₀‖/‖θ₀‖ of {kind}")
-    return V.theta_moved(min(rel), f"θ ({kind}, smallest over runs)")
+    g = V.theta_moved(min(rel))
+    return V.Gate(g.name, g.ok, f"{kind}, smallest over runs: {g.reason}")
 
 
 # the first record's CD claims (no ids): its plain-SGD run was the unit "CD", its Adam run the labelled variant
