@@ -189,7 +189,7 @@ def test_patch_claim_is_decided_by_the_architecture_only_if_the_bound_exceeds_th
     c2d = rec["config"]["noise_factor"] ** 2 * rec["config"]["size"] ** 2
     D["loss"]["loss"] = [0.5 * c2d] * len(D["loss"]["loss"])      # a trained network (below the zero-score level)
     D["best_val"] = D["loss_floor"]                                # that reaches its rank bound
-    rec["units"]["select-DEEN"]["selected_lr"] = 3e-4              # a learning rate inside its grid
+    rec["units"]["select-DEEN"]["selected_lr"] = 1e-3              # a learning rate inside its grid
     rec["config"]["gauss_widths"], ref["tuned_params"] = [0.0, 0.5, 1.0], [3, 0.5]  # a width inside its grid
     ref["tuned"], ref["fixed"] = [1.0, 1.0], [2.0, 2.0]
     D["err_pixel"], D["rank_floor"] = [1.5, 1.5], [0.5, 0.5]
@@ -206,7 +206,7 @@ def test_patch_claim_is_decided_by_the_architecture_only_if_the_bound_exceeds_th
 def test_patch_gate_a_network_at_the_zero_score_level_is_not_testable(records):
     """The recorded patch DEEN ended at L_DEEN ≈ c²d: its claim says so instead of blaming the architecture."""
     rec = _one_seed(records["deen_patches"]["live"])
-    rec["units"]["select-DEEN"]["selected_lr"] = 3e-4
+    rec["units"]["select-DEEN"]["selected_lr"] = 1e-3
     D = rec["units"]["DEEN-s0"]
     c2d = rec["config"]["noise_factor"] ** 2 * rec["config"]["size"] ** 2
     D["loss"]["loss"] = [0.8 * c2d] * 5 + [0.99 * c2d] * 20     # fell, then collapsed back to the zero-score level
@@ -282,7 +282,7 @@ def test_patch_architecture_label_needs_a_network_that_reached_its_bound(records
     c2d = rec["config"]["noise_factor"] ** 2 * rec["config"]["size"] ** 2
     D["loss"]["loss"] = [0.8 * c2d] * len(D["loss"]["loss"])
     rec["config"]["gauss_widths"], ref["tuned_params"] = [0.0, 0.5, 1.0], [3, 0.5]
-    rec["units"]["select-DEEN"]["selected_lr"] = 3e-4
+    rec["units"]["select-DEEN"]["selected_lr"] = 1e-3
     ref["tuned"], ref["fixed"] = [1.0, 1.0], [2.0, 2.0]
     D["err_pixel"], D["rank_floor"] = [1.5, 1.5], [1.2, 1.2]
     D["best_val"] = 1.5 * D["loss_floor"]                         # trained, but far above its bound
@@ -322,6 +322,16 @@ def test_valid_loss_is_the_zero_score_level_for_a_zero_score():
     x = torch.rand(4000, 50, dtype=torch.float64)
     pairs = T.valid_pairs(x, 0.3, 0)
     assert T.valid_loss(Zero(), pairs, 0.3) == pytest.approx(0.3**2 * 50, rel=0.02)
+
+    class Gaussian(torch.nn.Module):  # the exact score of q_σ when x ~ N(0, s²I): Tweedie's posterior mean
+        dim = 50
+
+        def score(self, xi):
+            return -xi / (0.5**2 + 0.3**2)
+
+    x = 0.5 * torch.randn(20000, 50, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    want = 50 * 0.5**2 * 0.3**2 / (0.5**2 + 0.3**2)    # d × the posterior variance
+    assert T.valid_loss(Gaussian(), T.valid_pairs(x, 0.3, 0), 0.3) == pytest.approx(want, rel=0.02)
     assert T.Warmup(4)(0) == 0.25 and T.Warmup(4)(10) == 1.0 and repr(T.Warmup(4)) == "Warmup(4)"
     with pytest.raises(ValueError):
         T.Warmup(0)

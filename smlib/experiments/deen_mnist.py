@@ -41,7 +41,7 @@ _COMMON = dict(sigma=None, sigma_prime=0.3, lr_grid=[3e-3, 1e-3, 3e-4, 1e-4, 3e-
                hidden=[128, 128, 256], activation="tanh", gaussian_expert=True, sigma_margin=0.15, sigma_tol=0.01,
                tol=0.02, n_t=31, n_show=8, split_seed=0)
 PRESETS = {
-    "ci": dict(_COMMON, n_parzen=2000, n_valid=500, parzen_replicates=2, sigma_kernels=2000, lr_grid=[1e-3, 3e-4, 1e-4],
+    "ci": dict(_COMMON, n_parzen=2000, n_valid=500, parzen_replicates=2, sigma_kernels=2000, lr_grid=[3e-3, 1e-3, 3e-4],
                select_steps=100, warmup=50, n_steps=700, val_every=100, seeds=[0], batch_size=128, log_every=10, checkpoint_every=1000,
                n_test=500, n_noise=2),
     # σ* at n_parzen kernels on 3 disjoint blocks of the training split (no kernel or held-out digit shared)

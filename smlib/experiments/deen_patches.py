@@ -42,7 +42,7 @@ _COMMON = dict(size=32, noise_factor=0.5, sources=["skimage"], flat=2 / 255, lr=
 # training (smlib.experiments.deen_training): lr chosen from lr_grid on validation patches (the budget of
 # select_steps covers step 12,800, where the first record's network collapsed), warm-up, best checkpoint
 PRESETS = {
-    "ci": dict(_COMMON, n_patches=20_000, n_valid=300, n_test=500, n_noise=2, lr_grid=[1e-3, 3e-4, 1e-4], select_steps=50,
+    "ci": dict(_COMMON, n_patches=20_000, n_valid=300, n_test=500, n_noise=2, lr_grid=[3e-3, 1e-3, 3e-4], select_steps=50,
                warmup=20, n_steps=150, val_every=50, seeds=[0], batch_size=128, log_every=10, checkpoint_every=300),
     "paper": dict(_COMMON, n_patches=100_000, n_valid=1000, n_test=2000, n_noise=3, select_steps=15_000, n_steps=50_000,
                   val_every=1000, seeds=[0, 1, 2], batch_size=128, log_every=100, checkpoint_every=2000),
