@@ -27,7 +27,7 @@ import math
 import numpy as np
 import torch
 
-from smlib import data, metrics, models, train
+from smlib import data, metrics, models
 from smlib.experiments import deen_training as T
 from smlib.experiments.deen_mnist_claims import (FIRST_WORDING, PAPER_SIGMA, _fmt, claims, decided_by,  # noqa: F401
                                                  first_run, runs)
