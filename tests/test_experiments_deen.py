@@ -20,11 +20,13 @@ from smlib.experiments.__main__ import main  # noqa: E402
 ALLOWED = {V.HOLDS, V.PARTLY, V.FAILS, V.UNTESTABLE}
 TINY = {
     "deen_2d": dict(seeds=[0, 1], n_steps=20, eval_every=10, n_train=256, n_grid=24, n_eval=128, n_plot=12,
-                    n_curl_plot=8, cd_variants=["adam"]),
-    "deen_mnist": dict(n_parzen=160, n_valid=40, parzen_replicates=2, n_steps=6, hidden=[8, 8, 8], n_test=40,
-                       log_every=2, checkpoint_every=6, n_show=2),
+                    n_curl_plot=8, cd_variants=["sgd", "sgdsum"]),
+    "deen_mnist": dict(n_parzen=160, n_valid=40, parzen_replicates=2, sigma_kernels=160, n_steps=6, hidden=[8, 8, 8],
+                       n_test=40, log_every=2, checkpoint_every=6, n_show=2, select_steps=4, warmup=2, val_every=2,
+                       seeds=[0, 1]),
     "deen_patches": dict(n_patches=600, n_valid=50, n_test=40, n_steps=4, hidden=[8, 8, 8, 8, 8], log_every=2,
-                         checkpoint_every=4, n_show=2, median_sizes=[1, 3], gauss_widths=[0.0, 1.0]),
+                         checkpoint_every=4, n_show=2, median_sizes=[1, 3], gauss_widths=[0.0, 1.0], select_steps=4,
+                         warmup=2, val_every=2, seeds=[0, 1]),
 }
 
 
@@ -85,7 +87,7 @@ def test_a_second_run_reuses_the_finished_units(records):
     assert again["units"] == r["live"]["units"]
 
 
-@pytest.mark.parametrize("name, n_units", [("deen_2d", 24), ("deen_mnist", 3), ("deen_patches", 2)])
+@pytest.mark.parametrize("name, n_units", [("deen_2d", 30), ("deen_mnist", 9), ("deen_patches", 8)])
 def test_paper_presets(name, n_units, capsys):
     exp = experiments.get(name)
     cfg = experiments.resolve(exp, "paper")
@@ -96,10 +98,11 @@ def test_paper_presets(name, n_units, capsys):
 
 
 def test_paper_protocol_values():
-    """The paper's settings: networks, σ = 0.1 in 2-D, σ′ = 0.3, patch noise 0.5, lr 1e-3, CD by plain SGD at ε = 1e-3."""
+    """The paper's settings: networks, σ = 0.1 in 2-D, σ′ = 0.3, patch noise 0.5, lr 1e-3, CD by Adam at ε = 1e-3
+    (the paper's optimiser) with plain SGD of the batch mean and of the batch sum as labelled variants."""
     c2 = experiments.resolve(experiments.get("deen_2d"), "paper")
     assert c2["hidden"] == [32, 32, 32] and c2["sigma"] == 0.1 and c2["lr"] == 1e-3 and len(c2["seeds"]) == 3
-    assert c2["cd_optimizer"] == "sgd" and c2["cd_lr"] == 1e-3
+    assert c2["cd_optimizer"] == "adam" and c2["cd_lr"] == 1e-3 and c2["cd_variants"] == ["sgd", "sgdsum"]
     cm = experiments.resolve(experiments.get("deen_mnist"), "paper")
     assert cm["hidden"] == [128, 128, 256] and cm["sigma_prime"] == 0.3 and cm["sigma"] is None
     cp = experiments.resolve(experiments.get("deen_patches"), "paper")
@@ -107,10 +110,41 @@ def test_paper_protocol_values():
     assert data.list_natural_images(cp["sources"], gray=None)  # named sources that exist on this machine
 
 
-def test_cd_unit_uses_plain_sgd_and_its_variant_adam(records):
-    units = records["deen_2d"]["live"]["units"]
-    assert units["CD-spiral-s0"]["optimizer"] == {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.0}
-    assert units["CD_adam-spiral-s0"]["optimizer"]["optimizer"] == "adam"
+def test_cd_unit_uses_adam_and_its_variants_plain_sgd_of_the_batch_mean_and_sum(records):
+    units, B = records["deen_2d"]["live"]["units"], records["deen_2d"]["live"]["config"]["batch_size"]
+    assert units["CD-spiral-s0"]["optimizer"] == {"optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "reduction": "mean"}
+    assert units["CD_sgd-spiral-s0"]["optimizer"] == {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.0, "reduction": "mean"}
+    assert units["CD_sgdsum-spiral-s0"]["optimizer"]["lr"] == pytest.approx(1e-3 * B)
+    ids = {c["id"] for c in records["deen_2d"]["live"]["summary"]["claims"]}
+    assert {"cd-mode-collapse", "cd-mode-collapse-sgd", "cd-mode-collapse-sgd-sum"} <= ids
+    with pytest.raises(ValueError, match="unknown CD reading"):
+        deen_2d.cd_optimizer(records["deen_2d"]["live"]["config"], "CD_rmsprop", B)
+
+
+def test_claim_ids_follow_the_recorded_optimiser_not_the_unit_key():
+    """The first record's unit "CD" ran plain SGD: its claim is the SGD variant's, whatever the key."""
+    from smlib.experiments.deen_2d_claims import cd_reading
+    assert cd_reading({"optimizer": "sgd", "lr": 1e-3})[0] == "cd-mode-collapse-sgd"
+    assert cd_reading({"optimizer": "adam", "lr": 1e-3})[0] == "cd-mode-collapse"
+    assert cd_reading({"optimizer": "sgd", "lr": 0.256, "reduction": "sum"})[0] == "cd-mode-collapse-sgd-sum"
+
+
+@pytest.mark.parametrize("optimizer, same", [("adam", True), ("sgd", False)])
+def test_batch_sum_and_mean_coincide_under_adam_only(optimizer, same):
+    """Adam's step m̂/(√v̂ + 1e-8) is unchanged when every gradient is scaled by B; SGD's is scaled by B."""
+    import torch
+
+    torch.manual_seed(0)
+    B, grads = 256, [torch.randn(5) for _ in range(4)]
+    out = []
+    for scale in (1.0, B):
+        w = torch.zeros(5, requires_grad=True)
+        opt = torch.optim.Adam([w], lr=1e-3) if optimizer == "adam" else torch.optim.SGD([w], lr=1e-3)
+        for g in grads:
+            w.grad = scale * g
+            opt.step()
+        out.append(w.detach().clone())
+    assert torch.allclose(out[0], out[1], rtol=1e-5, atol=1e-9) == same
 
 
 # ---------------------------------------------------------------------- the rules can fail
@@ -137,6 +171,12 @@ def test_sigma_equality_needs_an_equivalence_test(records):
     assert _verdict(deen_mnist.claims(rec), "σ chosen")["verdict"] == V.FAILS
 
 
+def _one_seed(rec):
+    rec = copy.deepcopy(rec)
+    rec["config"]["seeds"] = [0]
+    return rec
+
+
 def test_architecture_label_only_when_the_bound_forces_every_failure():
     assert deen_mnist.decided_by([False, True], [True, False]) == "architecture"
     assert deen_mnist.decided_by([False, False], [True, False]) == "experiment"
@@ -144,10 +184,12 @@ def test_architecture_label_only_when_the_bound_forces_every_failure():
 
 
 def test_patch_claim_is_decided_by_the_architecture_only_if_the_bound_exceeds_the_baseline(records):
-    rec = copy.deepcopy(records["deen_patches"]["live"])
-    ref, D = rec["summary"]["reference"], rec["units"]["DEEN"]
+    rec = _one_seed(records["deen_patches"]["live"])
+    ref, D = rec["summary"]["reference"], rec["units"]["DEEN-s0"]
     c2d = rec["config"]["noise_factor"] ** 2 * rec["config"]["size"] ** 2
     D["loss"]["loss"] = [0.5 * c2d] * len(D["loss"]["loss"])      # a trained network (below the zero-score level)
+    D["best_val"] = D["loss_floor"]                                # that reaches its rank bound
+    rec["units"]["select-DEEN"]["selected_lr"] = 1e-3              # a learning rate inside its grid
     rec["config"]["gauss_widths"], ref["tuned_params"] = [0.0, 0.5, 1.0], [3, 0.5]  # a width inside its grid
     ref["tuned"], ref["fixed"] = [1.0, 1.0], [2.0, 2.0]
     D["err_pixel"], D["rank_floor"] = [1.5, 1.5], [0.5, 0.5]
@@ -163,8 +205,9 @@ def test_patch_claim_is_decided_by_the_architecture_only_if_the_bound_exceeds_th
 
 def test_patch_gate_a_network_at_the_zero_score_level_is_not_testable(records):
     """The recorded patch DEEN ended at L_DEEN ≈ c²d: its claim says so instead of blaming the architecture."""
-    rec = copy.deepcopy(records["deen_patches"]["live"])
-    D = rec["units"]["DEEN"]
+    rec = _one_seed(records["deen_patches"]["live"])
+    rec["units"]["select-DEEN"]["selected_lr"] = 1e-3
+    D = rec["units"]["DEEN-s0"]
     c2d = rec["config"]["noise_factor"] ** 2 * rec["config"]["size"] ** 2
     D["loss"]["loss"] = [0.8 * c2d] * 5 + [0.99 * c2d] * 20     # fell, then collapsed back to the zero-score level
     rec["config"]["gauss_widths"], rec["summary"]["reference"]["tuned_params"] = [0.0, 0.5, 1.0], [3, 0.5]
@@ -191,7 +234,7 @@ def _modes(masses, missed=0.0):
 def _collapse_record(records, cd_end, moved=0.5):
     rec = copy.deepcopy(records["deen_2d"]["live"])
     for key, u in rec["units"].items():
-        if key.startswith(("CD-", "DEEN-")):
+        if key.startswith(("CD-", "CD_", "DEEN-")):
             ds = key.split("-")[1]
             k = len(rec["summary"]["reference"][ds]["true_masses"])
             u["start_modes"] = _modes([1 / k] * k)
@@ -230,3 +273,92 @@ def test_collapse_rule_on_the_untrained_model_and_a_planted_collapse(records):
 def test_live_cd_units_record_how_far_theta_moved(records):
     for key, u in records["deen_2d"]["live"]["units"].items():
         assert u["theta_rel_change"] > 0, key
+
+
+# ---------------------------------------------------------------------- the image training protocol (issue 23 item 2)
+def test_patch_architecture_label_needs_a_network_that_reached_its_bound(records):
+    rec = _one_seed(records["deen_patches"]["live"])
+    ref, D = rec["summary"]["reference"], rec["units"]["DEEN-s0"]
+    c2d = rec["config"]["noise_factor"] ** 2 * rec["config"]["size"] ** 2
+    D["loss"]["loss"] = [0.8 * c2d] * len(D["loss"]["loss"])
+    rec["config"]["gauss_widths"], ref["tuned_params"] = [0.0, 0.5, 1.0], [3, 0.5]
+    rec["units"]["select-DEEN"]["selected_lr"] = 1e-3
+    ref["tuned"], ref["fixed"] = [1.0, 1.0], [2.0, 2.0]
+    D["err_pixel"], D["rank_floor"] = [1.5, 1.5], [1.2, 1.2]
+    D["best_val"] = 1.5 * D["loss_floor"]                         # trained, but far above its bound
+    assert deen_patches.claims(rec)[0]["decided_by"] == "experiment"
+    D["best_val"] = D["loss_floor"]
+    assert deen_patches.claims(rec)[0]["decided_by"] == "architecture"
+
+
+def test_learning_rate_selected_at_the_grid_edge_is_not_testable(records):
+    rec = _one_seed(records["deen_patches"]["live"])
+    rec["units"]["select-DEEN"]["selected_lr"] = rec["units"]["select-DEEN"]["lr_grid"][0]
+    assert "learning rate of DEEN at the edge" in deen_patches.claims(rec)[0]["verdict"]
+
+
+def test_selection_picks_the_least_validation_loss_and_seeds_use_it(records):
+    U = records["deen_mnist"]["live"]["units"]
+    sel = U["select-DEEN"]
+    assert sel["selected_lr"] == sel["lr_grid"][min(range(len(sel["best_val"])), key=sel["best_val"].__getitem__)]
+    assert len(sel["val"]) == len(sel["lr_grid"]) and all(len(v["loss"]) >= 1 for v in sel["val"])
+    for s in records["deen_mnist"]["live"]["config"]["seeds"]:
+        u = U[f"DEEN-s{s}"]
+        assert u["lr"] == sel["selected_lr"] and u["seed"] == s
+        assert u["best_val"] == pytest.approx(min(u["val"]["loss"]))   # the kept checkpoint is the best one
+    assert U["DEEN-s0"]["loss"]["loss"] != U["DEEN-s1"]["loss"]["loss"]  # seeds vary training
+
+
+def test_valid_loss_is_the_zero_score_level_for_a_zero_score():
+    import torch
+    from smlib.experiments import deen_training as T
+
+    class Zero(torch.nn.Module):
+        dim = 50
+
+        def score(self, x):
+            return torch.zeros_like(x)
+
+    x = torch.rand(4000, 50, dtype=torch.float64)
+    pairs = T.valid_pairs(x, 0.3, 0)
+    assert T.valid_loss(Zero(), pairs, 0.3) == pytest.approx(0.3**2 * 50, rel=0.02)
+
+    class Gaussian(torch.nn.Module):  # the exact score of q_σ when x ~ N(0, s²I): Tweedie's posterior mean
+        dim = 50
+
+        def score(self, xi):
+            return -xi / (0.5**2 + 0.3**2)
+
+    x = 0.5 * torch.randn(20000, 50, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    want = 50 * 0.5**2 * 0.3**2 / (0.5**2 + 0.3**2)    # d × the posterior variance
+    assert T.valid_loss(Gaussian(), T.valid_pairs(x, 0.3, 0), 0.3) == pytest.approx(want, rel=0.02)
+    assert T.Warmup(4)(0) == 0.25 and T.Warmup(4)(10) == 1.0 and repr(T.Warmup(4)) == "Warmup(4)"
+    with pytest.raises(ValueError):
+        T.Warmup(0)
+
+
+def test_parzen_splits_are_disjoint():
+    exp = experiments.get("deen_mnist")
+    cfg = dict(experiments.resolve(exp, "ci"), n_parzen=300, n_valid=50, parzen_replicates=3)
+    import torch
+    blocks = [exp.split(cfg, r) for r in range(3)]
+    rows = [torch.cat([v, k]) for v, k, _ in blocks]
+    keys = [{tuple(r.nonzero().flatten().tolist()[:20]) + (float(r.sum()),) for r in b} for b in rows]
+    assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
+    valid, _, train = blocks[0]
+    assert len(train) == 60_000 - 50
+    with pytest.raises(ValueError, match="disjoint Parzen blocks"):
+        exp.split(dict(cfg, n_parzen=30_000), 0)
+
+
+def test_first_record_cd_claims_map_to_the_reading_they_ran():
+    """The first record's SGD claim (unit "CD") maps to cd-mode-collapse-sgd, its Adam variant to cd-mode-collapse."""
+    from smlib.experiments import deen_2d_claims as dc
+    from smlib.book import reproduction as rp
+    stored = [{"claim": dc.FIRST_WORDING["cd-mode-collapse-sgd"], "verdict": "sgd-old"},
+              {"claim": dc.FIRST_WORDING["cd-mode-collapse"], "verdict": "adam-old"}]
+    gated = [{"id": "cd-mode-collapse", "claim": "new adam wording", "verdict": "x"},
+             {"id": "cd-mode-collapse-sgd", "claim": "new sgd wording", "verdict": "y"}]
+    table = rp.gate_changes(stored, gated, reworded=dc.FIRST_WORDING)
+    assert "`cd-mode-collapse` | new adam wording | adam-old" in table
+    assert "`cd-mode-collapse-sgd` | new sgd wording | sgd-old" in table

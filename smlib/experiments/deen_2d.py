@@ -11,9 +11,12 @@ The protocol (the chapter's paper / ours / why table):
   "DSM" network of Fig. 1 g–h);
 * DEEN and the score network: denoising score matching at σ = 0.1 (the paper's eq. 19 is
   L_DEEN = 2σ⁴ J_DSM), Adam, learning rate 1e-3;
-* CD (eqs. 26–27): one Langevin step x⁻ = x − σ²∇E(x) + √2 σ ν from each data point, then plain
-  gradient updates θ ← θ + ε[∇_θE(x⁻) − ∇_θE(x)] — SGD without momentum, ε = 1e-3;
-  ``cd_variants`` trains labelled variants with another optimiser (e.g. Adam, lr 1e-3) beside it;
+* CD (eqs. 26–27): one Langevin step x⁻ = x − σ²∇E(x) + √2 σ ν from each data point, then updates
+  along ∇_θE(x⁻) − ∇_θE(x) with Adam at ε = 1e-3 — the paper's optimiser for every other run and
+  its ε (the paper's reading, unit ``CD``). ``cd_variants`` trains labelled variants beside it
+  (:data:`CD_VARIANTS`): ``"sgd"``, eq. 27 read as a plain SGD step of the batch *mean*, and
+  ``"sgdsum"``, the same with the batch *sum* (lr ε·B). Under Adam the two readings coincide: its
+  step m̂/(√v̂ + 1e-8) is unchanged when every gradient is multiplied by B;
 * every ``eval_every`` steps (and at the initialisation): KL(q_σ‖q_θ) and KL(p‖q_θ), with
   q_θ = e^{−E}/Z normalised on an ``n_grid``² grid; at the end: Fisher divergences to p and q_σ,
   the curl of the learned score on points from q_σ, and the mass the model puts on each part of
@@ -34,16 +37,19 @@ from smlib.experiments import verdicts as V
 from smlib.experiments.deen_2d_claims import DATASETS, claims, mode_weights
 from smlib.experiments.runner import Experiment, Unit, default_dtype
 
-__all__ = ["Deen2D", "DATASETS", "claims", "mode_weights", "plot_fig1", "plot_curl", "plot_cd"]
+__all__ = ["Deen2D", "DATASETS", "CD_VARIANTS", "cd_optimizer", "claims", "mode_weights", "plot_fig1", "plot_curl", "plot_cd"]
 
+# CD readings of eq. 27: optimiser and how the per-point updates of a batch of B are combined
+CD_VARIANTS = {"adam": dict(optimizer="adam", reduction="mean"), "sgd": dict(optimizer="sgd", reduction="mean"),
+               "sgdsum": dict(optimizer="sgd", reduction="sum")}
 _COMMON = dict(sigma=0.1, lr=1e-3, hidden=[32, 32, 32], activation="tanh", mixture="deen", spiral_noise=0.05,
-               spiral_bound=1.6, mixture_bound=4.0, cd_optimizer="sgd", cd_lr=1e-3, n_arcs=4, n_plot=48,
+               spiral_bound=1.6, mixture_bound=4.0, cd_optimizer="adam", cd_lr=1e-3, n_arcs=4, n_plot=48,
                n_curl_plot=40, paper_iterations=1000, tol=0.1, data_seed=1)
 PRESETS = {
     "ci": dict(_COMMON, n_steps=1000, batch_size=128, n_train=10_000, seeds=[0, 1], n_grid=120, n_eval=4000,
                eval_every=250, cd_variants=[]),
     "paper": dict(_COMMON, n_steps=30_000, batch_size=256, n_train=100_000, seeds=[0, 1, 2], n_grid=300,
-                  n_eval=50_000, eval_every=1000, cd_variants=["adam"]),
+                  n_eval=50_000, eval_every=1000, cd_variants=["sgd", "sgdsum"]),
 }
 
 
@@ -51,6 +57,17 @@ def smoothed(p, sigma):
     """q_σ = p ∗ N(0, σ²I) of a Gaussian mixture: every covariance widened by σ²I."""
     return data.GaussianMixture(p.means, covs=p.covs + sigma**2 * torch.eye(p.dim, dtype=torch.float64),
                                 weights=p.weights)
+
+
+def cd_optimizer(cfg, kind, batch_size):
+    """The optimiser settings of CD unit ``kind`` ("CD": ``cd_optimizer``; "CD_<v>": variant v of
+    :data:`CD_VARIANTS`), lr ε for the batch mean or ε·B for the batch sum (eq. 27 summed over the batch)."""
+    name = cfg["cd_optimizer"] if kind == "CD" else kind[3:]
+    if name not in CD_VARIANTS:
+        raise ValueError(f"unknown CD reading {name!r}; known: {sorted(CD_VARIANTS)}")
+    v = CD_VARIANTS[name]
+    lr = cfg["cd_lr"] * (batch_size if v["reduction"] == "sum" else 1)
+    return dict(optimizer=v["optimizer"], lr=lr, momentum=0.0), v["reduction"]
 
 
 def _f64(model):
@@ -169,11 +186,10 @@ class Deen2D(Experiment):
                 model = models.ScoreMLP(2, hidden=tuple(cfg["hidden"]), activation=cfg["activation"])
             else:
                 model = models.MLPEnergy(2, hidden=tuple(cfg["hidden"]), activation=cfg["activation"])
-        opt = dict(optimizer="adam", lr=cfg["lr"], momentum=0.0)
+        opt, reduction = dict(optimizer="adam", lr=cfg["lr"], momentum=0.0), "mean"
         objective, options = "dsm", {"sigma": cfg["sigma"]}
         if kind.startswith("CD"):
-            optimizer = cfg["cd_optimizer"] if kind == "CD" else kind[3:]
-            opt = dict(optimizer=optimizer, lr=cfg["cd_lr"] if kind == "CD" else cfg["lr"], momentum=0.0)
+            opt, reduction = cd_optimizer(cfg, kind, cfg["batch_size"])
             objective = "langevin_cd"  # eq. 26: h = σ², noise √(2h) ν; eq. 27: descend E(x) − E(sg[x⁻])
             options = dict(n_steps=1, step_size=cfg["sigma"] ** 2, noise_scale=1.0, init_noise=0.0, seed=seed)
         callback, start = None, {}
@@ -192,7 +208,7 @@ class Deen2D(Experiment):
             out["curve"] = {k: [start[k]] + [(int if k == "step" else float)(v) for v in history.per_epoch[k]]
                             for k in ("step", "kl_q", "kl_p")}
         out["loss"] = {"step": list(history.steps), "loss": list(history["loss"])}
-        out["optimizer"] = opt
+        out["optimizer"] = {**opt, "reduction": reduction}
         out["theta_rel_change"] = V.relative_change([p.detach().cpu() for p in model.parameters()], theta0)
         out["train_wall_time_s"] = history.wall_time
         return out

@@ -27,21 +27,27 @@ import math
 import numpy as np
 import torch
 
-from smlib import data, metrics, models, train
-from smlib.experiments import verdicts as V
-from smlib.experiments.deen_gates import zero_score_gate
+from smlib import data, metrics, models
+from smlib.experiments import deen_training as T
+from smlib.experiments.deen_mnist_claims import (FIRST_WORDING, PAPER_SIGMA, _fmt, claims, decided_by,  # noqa: F401
+                                                 first_run, runs)
 from smlib.experiments.runner import Experiment, Unit, default_dtype
 
-__all__ = ["DeenMnist", "MLPPlusGaussian", "row_space_basis", "rank_floor", "claims", "plot_parzen", "plot_fig2"]
+__all__ = ["DeenMnist", "MLPPlusGaussian", "row_space_basis", "rank_floor", "claims", "plot_parzen", "plot_fig2",
+           "train_units", "deen_train", "runs", "first_run"]
 
-PAPER_SIGMA = 0.14  # the paper's Parzen-selected σ on MNIST
-_COMMON = dict(sigma=None, sigma_prime=0.3, lr=1e-3, hidden=[128, 128, 256], activation="tanh", gaussian_expert=True,
-               sigma_margin=0.15, sigma_tol=0.01, tol=0.02, n_t=31, n_show=8, split_seed=0, seed=0)
+# training (smlib.experiments.deen_training): lr chosen from lr_grid on validation digits, warm-up, best checkpoint
+_COMMON = dict(sigma=None, sigma_prime=0.3, lr_grid=[3e-3, 1e-3, 3e-4, 1e-4, 3e-5], warmup=1000, grad_clip=None,
+               hidden=[128, 128, 256], activation="tanh", gaussian_expert=True, sigma_margin=0.15, sigma_tol=0.01,
+               tol=0.02, n_t=31, n_show=8, split_seed=0)
 PRESETS = {
-    "ci": dict(_COMMON, n_parzen=2000, n_valid=500, parzen_replicates=2, n_steps=1000, batch_size=128,
-               log_every=10, checkpoint_every=1000, n_test=500, n_noise=2),
-    "paper": dict(_COMMON, n_parzen=50_000, n_valid=2000, parzen_replicates=3, n_steps=120_000, batch_size=128,
-                  log_every=100, checkpoint_every=5000, n_test=5000, n_noise=3),
+    "ci": dict(_COMMON, n_parzen=2000, n_valid=500, parzen_replicates=2, sigma_kernels=2000, lr_grid=[3e-3, 1e-3, 3e-4],
+               select_steps=100, warmup=50, n_steps=700, val_every=100, seeds=[0], batch_size=128, log_every=10, checkpoint_every=1000,
+               n_test=500, n_noise=2),
+    # σ* at n_parzen kernels on 3 disjoint blocks of the training split (no kernel or held-out digit shared)
+    "paper": dict(_COMMON, n_parzen=18_000, n_valid=2000, parzen_replicates=3, sigma_kernels=50_000, select_steps=10_000, n_steps=120_000,
+                  val_every=1000, seeds=[0, 1, 2], batch_size=128, log_every=100, checkpoint_every=5000, n_test=5000,
+                  n_noise=3),
 }
 
 
@@ -63,10 +69,11 @@ class MLPPlusGaussian(models.EnergyModel):
         return self.mlp(x) + 0.5 * self.log_lam.exp() * ((x - self.center) ** 2).sum(-1)
 
 
-def make_model(kind, cfg, x_train, sigma):
+def make_model(kind, cfg, x_train, sigma, seed):
     """The paper's network (``kind="DEEN"``) or it plus a Gaussian expert initialised at the isotropic
-    Gaussian fit of the σ-smoothed data (c = mean, 1/λ = mean pixel variance + σ²), in float32."""
-    torch.manual_seed(cfg["seed"])
+    Gaussian fit of the σ-smoothed data (c = mean, 1/λ = mean pixel variance + σ²), in float32; ``seed``
+    draws the initialisation."""
+    torch.manual_seed(seed)
     with default_dtype(torch.float32):
         if kind == "DEEN":
             return models.MLPEnergy(x_train.shape[1], hidden=tuple(cfg["hidden"]), activation=cfg["activation"])
@@ -74,12 +81,26 @@ def make_model(kind, cfg, x_train, sigma):
         return MLPPlusGaussian(x_train.shape[1], tuple(cfg["hidden"]), x_train.mean(0), lam, cfg["activation"])
 
 
-def deen_fit(model, x_train, sigma, cfg, *, checkpoint, device, progress):
-    """DEEN training: DSM at σ with Adam (L_DEEN = 2σ⁴ J_DSM), resumable from ``checkpoint``."""
-    return train.fit(model, x_train, "dsm", options={"sigma": sigma}, n_steps=cfg["n_steps"],
-                     batch_size=cfg["batch_size"], optimizer="adam", lr=cfg["lr"], device=device, seed=cfg["seed"],
-                     progress=progress, log_every=cfg["log_every"], checkpoint=checkpoint,
-                     checkpoint_every=cfg["checkpoint_every"], resume=True)
+def train_units(cfg):
+    """The selection unit of each network kind, then one unit per kind and training seed."""
+    kinds = ["DEEN", "DEEN_expert"] if cfg["gaussian_expert"] else ["DEEN"]
+    return [Unit(f"select-{k}", kind=k) for k in kinds] + [Unit(f"{k}-s{s}", kind=k, seed=s) for k in kinds
+                                                             for s in cfg["seeds"]]
+
+
+def deen_train(unit, x_train, x_valid, sigma, cfg, *, checkpoint, device, progress):
+    """A selection unit (:func:`deen_training.select_lr`) or one training seed at the selected rate, kept at
+    its best validation checkpoint: ``(model or None, history or None, result)``."""
+    pairs = T.valid_pairs(x_valid, sigma, cfg["split_seed"] + 7)
+    make = lambda s: make_model(unit["kind"], cfg, x_train, sigma, s)  # noqa: E731
+    if unit.key.startswith("select-"):
+        return None, None, T.select_lr(make, x_train, sigma, cfg, pairs, checkpoint=checkpoint, device=device,
+                                       progress=progress)
+    lr = T.selection_of(checkpoint, f"select-{unit['kind']}")["selected_lr"]
+    model = make(unit["seed"])
+    history, info = T.train_seed(model, x_train, sigma, cfg, lr, unit["seed"], pairs, checkpoint=checkpoint,
+                                 device=device, progress=progress)
+    return model.cpu().eval(), history, {**info, "seed": unit["seed"]}
 
 
 def first_layer(model):
@@ -150,20 +171,28 @@ class DeenMnist(Experiment):
     presets = PRESETS
 
     def units(self, cfg):
-        return [Unit("parzen")] + [Unit(k, kind=k) for k in (["DEEN", "DEEN_expert"] if cfg["gaussian_expert"]
-                                                             else ["DEEN"])]
+        return [Unit("parzen")] + train_units(cfg)
 
     def split(self, cfg, r):
-        """Replicate r: held-out digits and the kernel pool, a random partition of the training split."""
+        """Replicate r: ``n_valid`` held-out digits and ``n_parzen`` kernels from block r of a random partition
+        of the training split into ``parzen_replicates`` disjoint blocks — no two replicates share a digit,
+        so their σ* are independent and their spread gives an honest CI. Also returns every training
+        digit outside block 0's held-out ones (the training set of the networks)."""
         x = data.load_mnist("train")[0]
-        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg["split_seed"] + 100 * r))
-        return x[perm[len(x) - cfg["n_valid"]:]], x[perm[: len(x) - cfg["n_valid"]]]
+        k, nv, n = cfg["parzen_replicates"], cfg["n_valid"], cfg["n_parzen"]
+        if k * (n + nv) > len(x):
+            raise ValueError(f"{k} disjoint Parzen blocks of {n} kernels + {nv} held-out digits need {k * (n + nv)} "
+                             f"training digits; MNIST has {len(x)}")
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg["split_seed"]))
+        block = perm[r * (n + nv):(r + 1) * (n + nv)]
+        rest = torch.cat([perm[:r * (n + nv)], perm[r * (n + nv) + nv:]])
+        return x[block[:nv]], x[block[nv:]], x[rest]
 
     def setup(self, cfg, device):
-        valid, pool = self.split(cfg, 0)
+        valid, _, pool = self.split(cfg, 0)
         d = pool.shape[1]
-        if cfg["sigma"] is None:
-            sigma, _ = best_sigma(sq_dists(valid, pool[: cfg["n_parzen"]]), d)
+        if cfg["sigma"] is None:  # the σ the networks train at: held-out digits of block 0, the other digits as kernels
+            sigma, _ = best_sigma(sq_dists(valid, pool[: cfg["sigma_kernels"]]), d)
         else:
             sigma = float(cfg["sigma"])
         x_test = data.load_mnist("test")[0]
@@ -187,9 +216,10 @@ class DeenMnist(Experiment):
         if unit.key == "parzen":
             return self.parzen(cfg)
         sigma, sp = ctx["sigma"], cfg["sigma_prime"]
-        model = make_model(unit["kind"], cfg, ctx["train"], sigma)
-        history = deen_fit(model, ctx["train"], sigma, cfg, checkpoint=checkpoint, device=device, progress=progress)
-        model = model.cpu().eval()
+        model, history, info = deen_train(unit, ctx["train"], ctx["valid"], sigma, cfg, checkpoint=checkpoint,
+                                          device=device, progress=progress)
+        if model is None:
+            return info
         per_image = lambda x, xh: float(metrics.mse(x, xh, per="sample"))  # noqa: E731
         t_grid = np.linspace(0.0, sp**2, cfg["n_t"])
         psi_v = [metrics.score_on(model, xi) for xi in ctx["xi_valid"]]
@@ -208,7 +238,7 @@ class DeenMnist(Experiment):
             floor, r = rank_floor(model, ctx["test"], xi)
             test["rank_floor"].append(float(floor.mean()))
         return {"sigma": sigma, "steps": steps, "t_grid": t_grid.tolist(), "valid_err": valid_err, "test": test,
-                "rank": r, "loss_floor": sigma**2 * (ctx["d"] - r), "loss": loss_curve(history, sigma), "show": show,
+                "rank": r, "loss_floor": sigma**2 * (ctx["d"] - r), "loss": loss_curve(history, sigma), "show": show, **info,
                 "lambda": float(model.log_lam.detach().exp()) if hasattr(model, "log_lam") else None,
                 "train_wall_time_s": history.wall_time}
 
@@ -217,8 +247,8 @@ class DeenMnist(Experiment):
         sizes, out = parzen_sizes(cfg), {"sigma_star": [], "ll_star": []}
         grid = np.exp(np.linspace(math.log(0.05), math.log(0.6), 15))
         for r in range(cfg["parzen_replicates"]):
-            valid, pool = self.split(cfg, r)
-            D2 = sq_dists(valid, pool[: cfg["n_parzen"]])
+            valid, kernels, _ = self.split(cfg, r)
+            D2 = sq_dists(valid, kernels)
             best = [best_sigma(D2[:, :n], valid.shape[1]) for n in sizes]
             out["sigma_star"].append([b[0] for b in best])
             out["ll_star"].append([b[1] for b in best])
@@ -240,92 +270,6 @@ class DeenMnist(Experiment):
         return {"parzen": plot_parzen(record, plt.figure(figsize=(9, 3))),
                 "loss": plot_loss(record, plt.figure(figsize=(6, 3))),
                 "denoise": plot_fig2(record, plt.figure(figsize=(8, 4.6)))}
-
-
-# ====================================================================== claims
-def _fmt(values, f=".3f"):
-    return ", ".join(format(v, f) for v in values)
-
-
-def decided_by(conds, impossible):
-    """"architecture" when every failed condition is one that the rank bound already rules out."""
-    failed = [i for i, c in enumerate(conds) if not c]
-    return "architecture" if failed and all(impossible[i] for i in failed) else "experiment"
-
-
-# claims reworded since the first record (its claims have no ids): id → the first record's wording
-FIRST_WORDING = {"mnist-most-noise": "…removing most of the noise, as the clean digits of Fig. 2 b–c suggest"}
-
-
-def claims(record) -> list[dict]:
-    """The paper's MNIST claims (and ours, marked), with their rules, numbers and verdicts.
-
-    Each claim also passes the health gates of `verdicts` (a run at the zero-score level σ²d, a step t
-    selected at its grid's edge, an equivalence that only the margin gives) or says why not. Fixed
-    before looking at the numbers: σ* equals 0.14 within ±``sigma_margin`` (relative) by a
-    TOST over the replicate splits; "σ falls with n" needs every larger kernel set to lower σ* by
-    more than ``sigma_tol`` in every replicate; the denoising rankings need a relative margin
-    ``tol`` in every noise draw. A verdict that the rank bound (σ′²(d − r) of noise that no single
-    step of the paper's network removes) forces is labelled "architecture".
-    """
-    cfg, S, U = record["config"], record["summary"], record["units"]
-    P, tol, out = U["parzen"], cfg["tol"], []
-    # the zero-score gate; d = loss_floor/σ² + r (the record's rank bound σ²(d − r) and rank r)
-    trained = {k: zero_score_gate(U[k]["loss"]["loss"], U[k]["sigma"], round(U[k]["loss_floor"] / U[k]["sigma"] ** 2 + U[k]["rank"]),
-                                  f"L_DEEN of {k}") for k in ("DEEN", "DEEN_expert") if k in U}
-    t_edge = {k: V.grid_edge([U[k]["steps"]["t_best"]], U[k]["t_grid"], f"step t of {k}") for k in trained}
-    top = [s[-1] for s in P["sigma_star"]]
-    tost = V.tost_paired(top, [PAPER_SIGMA] * len(top), cfg["sigma_margin"] * PAPER_SIGMA) if len(top) > 1 else None
-    out.append(V.claim("mnist-sigma-star", 
-        f"σ chosen by the held-out Parzen likelihood on MNIST is {PAPER_SIGMA} (Sec. 4)",
-        f"TOST over {len(top)} random held-out/kernel splits: σ* − {PAPER_SIGMA} within ±{cfg['sigma_margin']:.0%} "
-        f"of {PAPER_SIGMA}, α = 0.05 (n = {P['sizes'][-1]} kernels)",
-        [f"σ* = {_fmt(top, '.4f')}" + (f"; 90% CI of σ* − {PAPER_SIGMA}: ({tost['ci'][0]:+.4f}, {tost['ci'][1]:+.4f}), "
-                                      f"p = {tost['p']:.3f}" if tost else "; one split: no test")],
-        V.verdict([bool(tost and tost["equivalent"])]),
-        gates=[V.margin_decides(tost) if tost else V.missing("margin decides", "a second split")]))
-    conds = [all(s[k + 1] < (1 - cfg["sigma_tol"]) * s[k] for s in P["sigma_star"]) for k in range(len(P["sizes"]) - 1)]
-    out.append(V.claim("sigma-falls-with-n", "σ decreases as the data set grows (Sec. 3)",
-                       f"σ*(n) lower than σ* at the next smaller n by > {cfg['sigma_tol']:.0%}, every replicate split, "
-                       f"for each of the {len(conds)} steps n = {', '.join(map(str, P['sizes']))}",
-                       [f"split {r}: σ* = {_fmt(s, '.4f')}" for r, s in enumerate(P["sigma_star"])], V.verdict(conds)))
-    D, noisy = U["DEEN"]["test"], S["reference"]["noisy"]
-    floor_frac = [f / n for f, n in zip(D["rank_floor"], noisy)]
-    left = [b / n for b, n in zip(D["t_best"], noisy)]
-    out.append(V.claim("mnist-single-step", "DEEN denoises MNIST in a single step at σ′ ≠ σ (Fig. 2 b–c)",
-                       f"error of the best single step (t chosen on held-out digits) < (1 − {tol:g}) × the noisy input's, "
-                       "every noise draw", [f"fraction of the noise left {_fmt(left)} (t = {U['DEEN']['steps']['t_best']:.4f})"],
-                       V.verdict([all(v < 1 - tol for v in left)]), gates=[trained["DEEN"], t_edge["DEEN"]]))
-    conds = [all(v < 0.5 for v in left)]
-    out.append(V.claim("mnist-most-noise", "…removing most of the noise (our reading of Fig. 2 b–c)",
-                       "the best single step leaves < ½ of the noise energy, every noise draw; the rank bound "
-                       f"‖P⊥(ξ − x)‖² (r = {U['DEEN']['rank']}) is a floor no training can cross",
-                       [f"left {_fmt(left)}; rank bound {_fmt(floor_frac)}"], V.verdict(conds),
-                       decided_by(conds, [all(f >= 0.5 for f in floor_frac)]), gates=[trained["DEEN"], t_edge["DEEN"]]))
-    out.append(V.claim("mnist-plugin-step", "(ours) the plug-in step t = σ′² is worse than t = σ² when σ′ > σ (prop-ch9b-mismatch)",
-                       f"error(t = σ′²) > (1 + {tol:g}) × error(t = σ²), every noise draw",
-                       [f"per image {_fmt(D['t_sigma_prime'], '.1f')} vs {_fmt(D['t_sigma'], '.1f')}"],
-                       V.verdict([all(a > (1 + tol) * b for a, b in zip(D["t_sigma_prime"], D["t_sigma"]))]),
-                       gates=[trained["DEEN"]]))
-    L = U["DEEN"]["loss"]["loss"]
-    k = max(1, len(L) // 10)
-    run = np.convolve(L, np.ones(k) / k, mode="valid")
-    conds = [run[-1] < (1 - tol) * run[0], run[-1] <= (1 + tol) * run.min()]
-    out.append(V.claim("mnist-loss-settles", "The running L_DEEN decreases and settles (Fig. 2a)",
-                       f"running mean (window {k} logs) at the end < (1 − {tol:g}) × at the start, and ≤ (1 + {tol:g}) × "
-                       "its minimum", [f"start {run[0]:.3f}, end {run[-1]:.3f}, minimum {run.min():.3f}; "
-                                      f"rank bound σ²(d − r) = {U['DEEN']['loss_floor']:.3f}"], V.verdict(conds),
-                       gates=[trained["DEEN"]]))
-    if "DEEN_expert" in U:
-        E = U["DEEN_expert"]["test"]
-        conds = [all(a < (1 - tol) * f for a, f in zip(E["t_best"], D["rank_floor"])),
-                 all(a < (1 - tol) * b for a, b in zip(E["t_best"], D["t_best"]))]
-        out.append(V.claim("mnist-expert-below-bound", "(ours) DEEN + one Gaussian expert goes below the paper network's rank bound",
-                           f"its best-step error < (1 − {tol:g}) × the DEEN's rank bound, and < (1 − {tol:g}) × DEEN's best, "
-                           "every noise draw", [f"per image {_fmt(E['t_best'], '.1f')} vs bound {_fmt(D['rank_floor'], '.1f')}, "
-                                               f"DEEN {_fmt(D['t_best'], '.1f')}"], V.verdict(conds),
-                           gates=[trained["DEEN_expert"], trained["DEEN"], t_edge["DEEN_expert"]]))
-    return out
 
 
 # ====================================================================== figures (from a record)
@@ -363,12 +307,12 @@ def plot_loss(record, fig, title=None):
     """Fig. 2a: running L_DEEN (window: a tenth of the logs) of each model, with the rank bound σ²(d − r)."""
     ax = fig.subplots()
     for key, U in record["units"].items():
-        if key == "parzen":
+        if key == "parzen" or key.startswith("select-"):
             continue
         L = np.asarray(U["loss"]["loss"])
         k = max(1, len(L) // 10)
         ax.plot(U["loss"]["step"][k - 1:], np.convolve(L, np.ones(k) / k, mode="valid"), label=key)
-    U = record["units"]["DEEN"]
+    U = first_run(record, "DEEN")
     ax.axhline(U["loss_floor"], color="k", ls="--", lw=0.8, label=f"rank bound σ²(d − r), r = {U['rank']}")
     ax.set(xlabel="Adam step", ylabel="running $\\mathcal{L}_{\\mathrm{DEEN}}$")
     ax.legend(fontsize=7)
@@ -377,12 +321,11 @@ def plot_loss(record, fig, title=None):
 
 def plot_fig2(record, fig, title=None):
     """Fig. 2b–c: clean, noisy (σ′) and single-step denoised test digits; grey levels clipped to [0, 1]."""
-    S, U = record["summary"]["show"], record["units"]
-    rows = [("clean", S["clean"]), ("noisy σ′", S["noisy"]), ("DEEN, t = σ′²", U["DEEN"]["show"]["t_sigma_prime"]),
-            ("DEEN, t = σ²", U["DEEN"]["show"]["t_sigma"]), ("DEEN, best t", U["DEEN"]["show"]["t_best"]),
-            ("Wiener", S["wiener"])]
-    if "DEEN_expert" in U:
-        rows.append(("+ Gauss. expert", U["DEEN_expert"]["show"]["t_best"]))
+    S, D = record["summary"]["show"], first_run(record, "DEEN")
+    rows = [("clean", S["clean"]), ("noisy σ′", S["noisy"]), ("DEEN, t = σ′²", D["show"]["t_sigma_prime"]),
+            ("DEEN, t = σ²", D["show"]["t_sigma"]), ("DEEN, best t", D["show"]["t_best"]), ("Wiener", S["wiener"])]
+    if runs(record, "DEEN_expert"):
+        rows.append(("+ Gauss. expert", first_run(record, "DEEN_expert")["show"]["t_best"]))
     n = len(S["clean"])
     axes = fig.subplots(len(rows), n, squeeze=False)
     for i, (label, imgs) in enumerate(rows):

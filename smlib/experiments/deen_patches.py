@@ -28,21 +28,24 @@ import torch
 
 from smlib import data, metrics
 from smlib.experiments import verdicts as V
-from smlib.experiments.deen_gates import zero_score_gate
-from smlib.experiments.deen_mnist import _fmt, decided_by, deen_fit, img, loss_curve, make_model, rank_floor
-from smlib.experiments.runner import Experiment, Unit
+from smlib.experiments.deen_gates import final_loss
+from smlib.experiments.deen_mnist import deen_train, img, loss_curve, rank_floor, train_units
+from smlib.experiments.deen_mnist_claims import _fmt, decided_by, first_run, lr_edge_gate, reached_bound, runs, trained_gate
+from smlib.experiments.runner import Experiment
 
 __all__ = ["DeenPatches", "median_gauss", "claims", "plot_fig3"]
 
 _COMMON = dict(size=32, noise_factor=0.5, sources=["skimage"], flat=2 / 255, lr=1e-3,
                hidden=[256, 256, 256, 512, 512], activation="tanh", gaussian_expert=True, median_sizes=[1, 3, 5],
                gauss_widths=[0.0, 0.5, 0.75, 1.0, 1.5], fixed_baseline=[3, 1.0], tol=0.02, n_show=8, split_seed=0,
-               seed=0)
+               lr_grid=[3e-3, 1e-3, 3e-4, 1e-4, 3e-5], warmup=1000, grad_clip=None)
+# training (smlib.experiments.deen_training): lr chosen from lr_grid on validation patches (the budget of
+# select_steps covers step 12,800, where the first record's network collapsed), warm-up, best checkpoint
 PRESETS = {
-    "ci": dict(_COMMON, n_patches=20_000, n_valid=300, n_test=500, n_noise=2, n_steps=300, batch_size=128,
-               log_every=10, checkpoint_every=300),
-    "paper": dict(_COMMON, n_patches=100_000, n_valid=1000, n_test=2000, n_noise=3, n_steps=50_000, batch_size=128,
-                  log_every=100, checkpoint_every=2000),
+    "ci": dict(_COMMON, n_patches=20_000, n_valid=300, n_test=500, n_noise=2, lr_grid=[3e-3, 1e-3, 3e-4], select_steps=50,
+               warmup=20, n_steps=150, val_every=50, seeds=[0], batch_size=128, log_every=10, checkpoint_every=300),
+    "paper": dict(_COMMON, n_patches=100_000, n_valid=1000, n_test=2000, n_noise=3, select_steps=15_000, n_steps=50_000,
+                  val_every=1000, seeds=[0, 1, 2], batch_size=128, log_every=100, checkpoint_every=2000),
 }
 
 
@@ -73,7 +76,7 @@ class DeenPatches(Experiment):
     presets = PRESETS
 
     def units(self, cfg):
-        return [Unit(k, kind=k) for k in (["DEEN", "DEEN_expert"] if cfg["gaussian_expert"] else ["DEEN"])]
+        return train_units(cfg)
 
     def setup(self, cfg, device):
         n_val = cfg["n_valid"]
@@ -97,7 +100,8 @@ class DeenPatches(Experiment):
         show = torch.argsort(_std(test_p)[:, 0], descending=True)[
             torch.linspace(0, len(test_p) - 1, cfg["n_show"]).long()]
         z = (train_p - train_p.mean(1, keepdim=True)) / _std(train_p)
-        return {"train_z": z, "test": test_p, "xi_test": xi_test, "d": d, "c2": 1 + c**2 * (d - 1) / d,
+        z_valid = (valid_p - valid_p.mean(1, keepdim=True)) / _std(valid_p)
+        return {"train_z": z, "valid_z": z_valid, "test": test_p, "xi_test": xi_test, "d": d, "c2": 1 + c**2 * (d - 1) / d,
                 "train_images": train_imgs, "test_images": test_imgs, "n": {"train": len(train_p), "test": len(test_p)},
                 "show": show, "reference": ref,
                 "baseline_show": img(median_gauss(xi_test[0][show], *best, cfg["size"]), cfg["n_show"], 3)}
@@ -111,9 +115,10 @@ class DeenPatches(Experiment):
     def run_unit(self, ctx, unit, cfg, *, checkpoint, device, progress):
         """One network trained by DSM at σ = c on normalised patches (eq. 19), then the matched single step (eq. 11)."""
         c = cfg["noise_factor"]
-        model = make_model(unit["kind"], cfg, ctx["train_z"], c)
-        history = deen_fit(model, ctx["train_z"], c, cfg, checkpoint=checkpoint, device=device, progress=progress)
-        model = model.cpu().eval()
+        model, history, info = deen_train(unit, ctx["train_z"], ctx["valid_z"], c, cfg, checkpoint=checkpoint,
+                                          device=device, progress=progress)
+        if model is None:
+            return info
         errs, floors, show = [], [], None
         for i, xi in enumerate(ctx["xi_test"]):
             x_hat = self.denoise(ctx, cfg, model, xi)
@@ -123,7 +128,7 @@ class DeenPatches(Experiment):
             if i == 0:
                 show = img(x_hat[ctx["show"]], cfg["n_show"], 3)
         return {"err_pixel": errs, "rank_floor": floors, "rank": r, "show": show,
-                "loss": loss_curve(history, c), "loss_floor": c**2 * (ctx["d"] - r),
+                "loss": loss_curve(history, c), "loss_floor": c**2 * (ctx["d"] - r), **info,
                 "train_wall_time_s": history.wall_time}
 
     def summarise(self, ctx, cfg, results):
@@ -149,38 +154,49 @@ def claims(record) -> list[dict]:
     validation patches; both → "holds", one → "partly". A failed comparison that the rank bound
     already rules out (bound ≥ (1 − tol) × the baseline in every draw) is labelled "architecture".
     """
-    cfg, S, U = record["config"], record["summary"], record["units"]
-    tol, ref, D = cfg["tol"], S["reference"], U["DEEN"]
-    beats = lambda errs, base: all(e < (1 - tol) * b for e, b in zip(errs, base))  # noqa: E731
-    conds = [beats(D["err_pixel"], ref["fixed"]), beats(D["err_pixel"], ref["tuned"])]
-    impossible = [all(f >= (1 - tol) * b for f, b in zip(D["rank_floor"], ref[k])) for k in ("fixed", "tuned")]
+    cfg, S = record["config"], record["summary"]
+    tol, ref, R = cfg["tol"], S["reference"], {k: runs(record, k) for k in ("DEEN", "DEEN_expert")}
+    D = R["DEEN"]
+    errs, floors = [e for u in D for e in u["err_pixel"]], [f for u in D for f in u["rank_floor"]]
+    per_draw = lambda base: [b for _ in D for b in base]  # noqa: E731  the baseline beside each seed's draws
+    beats = lambda e, base: all(x < (1 - tol) * b for x, b in zip(e, base))  # noqa: E731
+    conds = [beats(errs, per_draw(ref["fixed"])), beats(errs, per_draw(ref["tuned"]))]
+    reached = reached_bound(record, "DEEN", tol)
+    impossible = [reached and all(f >= (1 - tol) * b for f, b in zip(floors, per_draw(ref[k]))) for k in ("fixed", "tuned")]
     m, w = ref["tuned_params"]
-    c, d = cfg["noise_factor"], cfg["size"] ** 2
-    trained = {k: zero_score_gate(U[k]["loss"]["loss"], c, d, f"L_DEEN of {k}") for k in ("DEEN", "DEEN_expert") if k in U}
+    d = cfg["size"] ** 2
+    trained = {k: trained_gate(record, k, d) for k in R if R[k]}
     # the tuned baseline's width is a selection (its median size may sit at 1×1: no median, the parameter's own bound)
     width = V.grid_edge([w], cfg["gauss_widths"], "tuned Gaussian width")
+    losses = "; ".join(f"seed {u.get('seed', 0)}: L_DEEN " + (f"best validation {u['best_val']:.1f} (lr {u['lr']:g})"
+                                                            if u.get("best_val") is not None else
+                                                            f"final {final_loss(u['loss']['loss']):.1f}")
+                       + f" vs rank bound c²(d − r) {u['loss_floor']:.1f}, zero-score level c²d {cfg['noise_factor']**2 * d:.0f}"
+                       for u in D)
     out = [V.claim("patches-beats-filter", "DEEN's single step denoises natural patches better than a median + Gaussian filter (Fig. 3)",
-                   f"err/pixel < (1 − {tol:g}) × the baseline's, every noise draw, against the fixed (3×3, 1 px) and the "
-                   f"tuned ({m}×{m}, {w:g} px) baseline; a bound ≥ the baseline means the architecture decides",
-                   [f"DEEN {_fmt(D['err_pixel'], '.2e')}; fixed {_fmt(ref['fixed'], '.2e')}; tuned {_fmt(ref['tuned'], '.2e')}; "
-                   f"rank bound (r = {D['rank']}) {_fmt(D['rank_floor'], '.2e')}; noisy {_fmt(ref['noisy'], '.2e')}"],
-                   V.verdict(conds), decided_by(conds, impossible), gates=[trained["DEEN"], width])]
-    if "DEEN_expert" in U:
-        E = U["DEEN_expert"]["err_pixel"]
+                   f"err/pixel < (1 − {tol:g}) × the baseline's, every noise draw and training seed, against the fixed "
+                   f"(3×3, 1 px) and the tuned ({m}×{m}, {w:g} px) baseline; the rank bound on this substitute decides only "
+                   f"where it is ≥ the baseline and the trained network's loss reaches its bound (+{tol:g})",
+                   [f"DEEN {_fmt(errs, '.2e')}; fixed {_fmt(ref['fixed'], '.2e')}; tuned {_fmt(ref['tuned'], '.2e')}; "
+                    f"rank bound (r = {D[0]['rank']}) {_fmt(floors, '.2e')}; noisy {_fmt(ref['noisy'], '.2e')}", losses],
+                   V.verdict(conds), decided_by(conds, impossible), gates=[trained["DEEN"], lr_edge_gate(record, "DEEN"), width])]
+    if R["DEEN_expert"]:
+        E = [e for u in R["DEEN_expert"] for e in u["err_pixel"]]
         out.append(V.claim("patches-expert-beats-filter", "(ours) DEEN + one Gaussian expert beats the tuned median + Gaussian filter",
-                           f"err/pixel < (1 − {tol:g}) × the tuned baseline's, every noise draw",
-                           [f"{_fmt(E, '.2e')} vs {_fmt(ref['tuned'], '.2e')}"], V.verdict([beats(E, ref["tuned"])]),
-                           gates=[trained["DEEN_expert"], width]))
+                           f"err/pixel < (1 − {tol:g}) × the tuned baseline's, every noise draw and seed",
+                           [f"{_fmt(E, '.2e')} vs {_fmt(ref['tuned'], '.2e')}"],
+                           V.verdict([beats(E, [b for _ in R["DEEN_expert"] for b in ref["tuned"]])]),
+                           gates=[trained["DEEN_expert"], lr_edge_gate(record, "DEEN_expert"), width]))
     return out
 
 
 def plot_fig3(record, fig, title=None):
     """Fig. 3 from a record: clean, noisy, tuned filter, DEEN (and DEEN + expert) on test patches; each
     column on the grey scale of its clean patch."""
-    S, U = record["summary"]["show"], record["units"]
-    rows = [("clean", S["clean"]), ("noisy", S["noisy"]), ("median+Gauss.", S["baseline"]), ("DEEN", U["DEEN"]["show"])]
-    if "DEEN_expert" in U:
-        rows.append(("+ Gauss. expert", U["DEEN_expert"]["show"]))
+    S = record["summary"]["show"]
+    rows = [("clean", S["clean"]), ("noisy", S["noisy"]), ("median+Gauss.", S["baseline"]), ("DEEN", first_run(record)["show"])]
+    if runs(record, "DEEN_expert"):
+        rows.append(("+ Gauss. expert", first_run(record, "DEEN_expert")["show"]))
     side = record["config"]["size"]
     n = len(S["clean"])
     axes = fig.subplots(len(rows), n, squeeze=False)
