@@ -1,12 +1,17 @@
 """Reruns with papermill: injected parameters take effect; unknown names are an error."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import textwrap
 
 import pytest
 
 from smlib.book import rerun
+
+# reruns are the book tool chain's: without the [book] extra (papermill, jupytext) these tests skip
+needs_book = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("papermill", "jupytext")),
+                                reason="needs the [book] extra (papermill, jupytext)")
 
 CHAPTER = textwrap.dedent("""\
     ---
@@ -44,16 +49,19 @@ def chapter(tmp_path):
     return path
 
 
+@needs_book
 def test_parameters_are_read_from_the_tagged_cell(chapter):
     assert rerun.chapter_parameters(chapter) == {"n_steps": "10", "device": '"cpu"'}
 
 
+@needs_book
 def test_unknown_parameter_is_an_error(chapter, tmp_path):
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['n_step'\].*n_steps"):
         rerun.rerun(chapter, {"n_step": 5}, tmp_path / "out.ipynb")
     assert rerun.main([str(chapter), "-p", "n_step", "5", "-o", str(tmp_path / "o.ipynb")]) == 2
 
 
+@needs_book
 def test_rerun_injects_values(chapter, tmp_path, monkeypatch):
     monkeypatch.delenv("SMLIB_RERUN_COMMAND", raising=False)
     out = tmp_path / "out.ipynb"
@@ -92,6 +100,7 @@ def test_a_non_finite_parameter_is_refused_with_its_name(chapter, tmp_path, caps
     assert not (tmp_path / "o.ipynb").exists()
 
 
+@needs_book
 def test_values_are_checked_against_the_parameters_cell(chapter, tmp_path):
     # papermill's -p gives a float for 1e-4; a string or a float where an int stands is an error
     assert rerun.parse_value("1e-4") == 1e-4 and rerun.parse_value("None") is None
@@ -105,6 +114,7 @@ def test_values_are_checked_against_the_parameters_cell(chapter, tmp_path):
     assert rerun.main([str(chapter), "-p", "n_steps", "2.5", "-o", str(tmp_path / "o.ipynb")]) == 2
 
 
+@needs_book
 def test_list_of_a_missing_chapter_is_a_clear_error(tmp_path, capsys):
     assert rerun.main([str(tmp_path / "nope.md"), "--list"]) == 2
     assert "no chapter at" in capsys.readouterr().err
