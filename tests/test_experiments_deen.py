@@ -213,7 +213,7 @@ def test_patch_gate_a_network_at_the_zero_score_level_is_not_testable(records):
     rec["config"]["gauss_widths"], rec["summary"]["reference"]["tuned_params"] = [0.0, 0.5, 1.0], [3, 0.5]
     c = deen_patches.claims(rec)[0]
     assert c["verdict"].startswith("not testable: ") and "trivial level" in c["verdict"]
-    assert "(decided by the architecture)" not in reproduction.claims_table(None, [c])
+    assert "decided by the architecture" not in reproduction.claims_table(None, [c])
     D["loss"]["loss"] = [0.9 * c2d] * 25
     assert not deen_patches.claims(rec)[0]["verdict"].startswith("not testable")
     rec["summary"]["reference"]["tuned_params"] = [3, 1.0]          # the tuned width at its grid's edge

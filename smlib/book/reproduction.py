@@ -75,7 +75,8 @@ def claims_table(live: list[dict] | None, recorded: list[dict] | None, *, live_l
                 cols.append("not run")
                 continue
             gated = c["verdict"].startswith("not testable:")
-            arch = " (decided by the architecture)" if c.get("decided_by") == "architecture" and not gated else ""
+            arch = (" (decided by the architecture: a bound on this substitute)"
+                    if c.get("decided_by") == "architecture" and not gated else "")
             alone = f" (the rule alone: {c['ungated']})" if gated and c.get("ungated") else ""
             cols.append(f"**{_cell(c['verdict'])}**{alone}{arch}: {_cell(c['numbers'])}")
         rows.append(f"| {_cell(ref['claim'])} | {_cell(rule)} | {cols[0]} | {cols[1]} |")
