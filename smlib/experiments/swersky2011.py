@@ -27,7 +27,8 @@ import torch
 from smlib import data, metrics, models
 from smlib.experiments import swersky2011_gates as G
 from smlib.experiments import verdicts as V
-from smlib.experiments.runner import Experiment, Unit, default_dtype, fit_by_epoch
+from smlib.experiments.records import unit_key
+from smlib.experiments.runner import Experiment, Unit, default_dtype, fit_by_epoch, timing
 from smlib.experiments.swersky2011_plots import (COLORS, ESTIMATORS, curves_of, gabor_table, plot_filters, plot_fig1,
                                                  plot_smd_sigma, timing_note)
 
@@ -70,8 +71,8 @@ class Swersky2011(Experiment):
     presets = PRESETS
 
     def units(self, cfg):
-        out = [Unit(f"{e}-s{s}", estimator=e, seed=s) for s in cfg["seeds"] for e in ESTIMATORS]
-        out += [Unit(f"SMD{sig:g}-s{cfg['seeds'][0]}", estimator="SMD", seed=cfg["seeds"][0], sigma=sig, sweep=True)
+        out = [Unit(unit_key(e, seed=s), estimator=e, seed=s) for s in cfg["seeds"] for e in ESTIMATORS]
+        out += [Unit(unit_key(f"SMD{sig:g}", seed=cfg["seeds"][0]), estimator="SMD", seed=cfg["seeds"][0], sigma=sig, sweep=True)
                 for sig in cfg["smd_sweep"]]
         return out
 
@@ -142,7 +143,8 @@ class Swersky2011(Experiment):
         full = not unit.get("sweep", False)
         model = self.new_model(ctx, cfg, unit["seed"]).to(device)
         norms0 = {k: getattr(model, k).detach().norm(dim=0).cpu() for k in ("C", "W")}  # for the dead-filter gate
-        curves = {k: [v] for k, v in self.evaluate(ctx, cfg, model, full).items()}
+        with timing("eval"):  # the initialisation's point of every curve
+            curves = {k: [v] for k, v in self.evaluate(ctx, cfg, model, full).items()}
 
         def callback(m, step, epoch, history):  # the denoisers (costly) at the epochs of denoise_epochs()
             return self.evaluate(ctx, cfg, m, full and (epoch + 1) in denoise_epochs(cfg))
@@ -154,7 +156,8 @@ class Swersky2011(Experiment):
             curves[k] += [float(v) for v in history.per_epoch[k]]  # NaN where an epoch was not denoised
         result = {"curves": curves, "loss": list(history["loss"]), "train_wall_time_s": history.wall_time}
         if full:
-            result["filters"] = self.filters(ctx, cfg, model.cpu(), unit["seed"])
+            with timing("eval"):
+                result["filters"] = self.filters(ctx, cfg, model.cpu(), unit["seed"])
             for k in ("C", "W"):  # every filter's norm (whitened domain), at the start and the end
                 result["filters"][f"{k}_norms0"] = np.round(norms0[k].double().numpy(), 6).tolist()
                 result["filters"][f"{k}_norms"] = np.round(getattr(model, k).detach().norm(dim=0).double().numpy(), 6).tolist()
@@ -267,7 +270,7 @@ def claims(record) -> list[dict]:
     """
     cfg, tol = record["config"], record["config"]["tol"]
     seeds = cfg["seeds"]
-    unit = lambda e, s: record["units"][f"{e}-s{s}"]  # noqa: E731
+    unit = lambda e, s: record["units"][unit_key(e, seed=s)]  # noqa: E731
     ref = record["summary"]["reference"]
     out = []
 

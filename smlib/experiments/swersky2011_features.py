@@ -35,7 +35,8 @@ import torch
 from smlib import data, metrics, models
 from smlib._io import atomic_write
 from smlib.experiments import verdicts as V
-from smlib.experiments.runner import Experiment, Unit, default_dtype, fit_by_epoch
+from smlib.experiments.records import unit_key
+from smlib.experiments.runner import Experiment, Unit, default_dtype, fit_by_epoch, timing
 from smlib.experiments.swersky2011 import COLORS, objective_for
 
 __all__ = ["Swersky2011Features", "ESTIMATORS", "PAPER_ACCURACY", "claims", "plot_table1"]
@@ -89,7 +90,7 @@ class Swersky2011Features(Experiment):
     presets = PRESETS
 
     def units(self, cfg):
-        return [Unit(f"{e}-s{r}", estimator=e, seed=r) for r in range(cfg["n_seeds"]) for e in ESTIMATORS] + [
+        return [Unit(unit_key(e, seed=r), estimator=e, seed=r) for r in range(cfg["n_seeds"]) for e in ESTIMATORS] + [
             Unit("baselines")]
 
     def setup(self, cfg, device):
@@ -143,8 +144,9 @@ class Swersky2011Features(Experiment):
 
     def run_unit(self, ctx, unit, cfg, *, checkpoint, device, progress):
         if unit.key == "baselines":
-            untrained = self.evaluate_final(ctx, cfg, self.new_model(ctx, cfg, 0))
-            return {"untrained mPoT features": untrained, "whitened patch pixels": self.evaluate_final(ctx, cfg, None)}
+            with timing("eval"):
+                untrained = self.evaluate_final(ctx, cfg, self.new_model(ctx, cfg, 0))
+                return {"untrained mPoT features": untrained, "whitened patch pixels": self.evaluate_final(ctx, cfg, None)}
         model = self.new_model(ctx, cfg, unit["seed"])
         best = checkpoint.with_suffix(".best.pt")  # the early-stopping snapshot survives a restart
         stops = set(cfg["stop_epochs"])
@@ -165,13 +167,14 @@ class Swersky2011Features(Experiment):
                             progress=progress, checkpoint=checkpoint, callback=early_stopping)
         snap = torch.load(best, map_location=ctx["device"], weights_only=True)
         model.load_state_dict(snap["model"])
-        out = self.evaluate_final(ctx, cfg, model)
+        with timing("eval"):
+            out = self.evaluate_final(ctx, cfg, model)
         out.update(epoch=snap["epoch"], val_curve=[float(a) for a in hist.per_epoch["val_acc"]],
                    train_wall_time_s=hist.wall_time)
         return out
 
     def summarise(self, ctx, cfg, results):
-        acc = {e: [results[f"{e}-s{r}"]["test_acc"] for r in range(cfg["n_seeds"])] for e in ESTIMATORS}
+        acc = {e: [results[unit_key(e, seed=r)]["test_acc"] for r in range(cfg["n_seeds"])] for e in ESTIMATORS}
         summary = {"d": ctx["d"], "accuracy": acc,
                    "mean": {e: float(np.mean(v)) for e, v in acc.items()},
                    "std": {e: float(np.std(v, ddof=1)) for e, v in acc.items()},
@@ -204,12 +207,12 @@ def claims(record) -> list[dict]:
 
     def stop_gate(estimators):  # the early-stopping epoch is a selection: at the budget's first or last check it is censored
         units = record.get("units") or {}
-        epochs = [units[f"{e}-s{r}"].get("epoch") for e in estimators for r in range(cfg["n_seeds"]) if f"{e}-s{r}" in units]
+        epochs = [units[unit_key(e, seed=r)].get("epoch") for e in estimators for r in range(cfg["n_seeds"]) if unit_key(e, seed=r) in units]
         if len(epochs) < len(estimators) * cfg["n_seeds"] or None in epochs:
             return V.missing("grid edge", "the selected early-stopping epochs")
         g = V.grid_edge(epochs, cfg["stop_epochs"], "early-stopping epoch")
         at = sorted({e for e in estimators for r in range(cfg["n_seeds"])
-                     if units[f"{e}-s{r}"]["epoch"] in (min(cfg["stop_epochs"]), max(cfg["stop_epochs"]))})
+                     if units[unit_key(e, seed=r)]["epoch"] in (min(cfg["stop_epochs"]), max(cfg["stop_epochs"]))})
         return V.Gate(g.name, g.ok, g.reason + (f" ({', '.join(at)})" if at else ""))
 
     best = max(S["mean"].values())

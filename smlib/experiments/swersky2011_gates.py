@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from smlib.experiments import verdicts as V
+from smlib.experiments.records import unit_key
 from smlib.experiments.swersky2011_plots import curves_of
 
 __all__ = ["controls", "dead", "improved", "map_lambda", "median_se", "noise", "replicate_se", "shift"]
@@ -32,7 +33,7 @@ def shift(record, key: str = "test") -> V.Gate:
 def map_lambda(record, estimators) -> V.Gate:
     """λ selected by validation error at every denoised epoch of ``estimators``: none at the grid's edge."""
     lam = [v for e in estimators for s in record["config"]["seeds"]
-           for v in record["units"][f"{e}-s{s}"]["curves"]["map_lambda"]]
+           for v in record["units"][unit_key(e, seed=s)]["curves"]["map_lambda"]]
     g = V.grid_edge(lam, record["config"]["map_lambdas"], "MAP λ")
     return V.Gate(g.name, g.ok, f"{'/'.join(estimators)}: {g.reason}")
 
@@ -54,7 +55,7 @@ def improved(record, estimators, keys=("mf_mse", "map_mse")) -> V.Gate:
 def _norms(record, e, s, name):
     """(final, initial) filter norms of one unit: recorded ones, else — for the first seed only, whose
     untrained filters the record keeps — the 16 displayed filters, dewhitened (a proxy, said so)."""
-    f = record["units"][f"{e}-s{s}"]["filters"]
+    f = record["units"][unit_key(e, seed=s)]["filters"]
     if f"{name}_norms" in f:
         return f[f"{name}_norms"], f[f"{name}_norms0"], "all"
     untrained = record["summary"]["reference"].get("untrained")
@@ -71,7 +72,7 @@ def dead(record, estimators, name: str = "C") -> V.Gate:
         for s in record["config"]["seeds"]:
             n, n0, which = _norms(record, e, s, name)
             if n is None:
-                unknown.append(f"{e}-s{s}")
+                unknown.append(unit_key(e, seed=s))
                 continue
             g = V.dead_units(n, n0, f"{name} filters ({which})")
             if not g.ok:

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from smlib import plotting
+from smlib.experiments.records import unit_key
 from smlib.experiments.runner import unit_times
 
 __all__ = ["ESTIMATORS", "COLORS", "curves_of", "plot_fig1", "plot_filters", "plot_smd_sigma", "gabor_table",
@@ -19,7 +20,7 @@ def curves_of(record, estimator, seed=None, key="gap"):
     seeds = record["config"]["seeds"] if seed is None else [seed]
     out = []
     for s in seeds:
-        c = record["units"][f"{estimator}-s{s}"]["curves"]
+        c = record["units"][unit_key(estimator, seed=s)]["curves"]
         reps = sorted(k for k in c if k.startswith(key + "_"))
         out += [c[k] for k in reps] if reps else [c[key]]
     return out
@@ -30,7 +31,7 @@ def plot_fig1(record, fig, title=None):
     seed = record["config"]["seeds"][0]
     axes = fig.subplots(2, 3)
     for ax, name, letter in zip(axes[0], ["SM", "SMD", "AE"], "abc"):
-        c = record["units"][f"{name}-s{seed}"]["curves"]
+        c = record["units"][unit_key(name, seed=seed)]["curves"]
         for key, style in [("reconstruction", "-"), ("variance", "--"), ("curvature", ":"), ("total", "-")]:
             ax.plot(c[key], style, lw=2.2 if key == "total" else 1.2, color="k" if key == "total" else None, label=key)
         ax.set_title(f"({letter}) {name}: Theorem-1 terms", fontsize=9)
@@ -62,7 +63,7 @@ def plot_filters(record, fig):
     tile = (side, side) if cfg["gray"] else (side, side, 3)
     axes = fig.subplots(2, len(ESTIMATORS))
     for j, name in enumerate(ESTIMATORS):
-        f = record["units"][f"{name}-s{seed}"]["filters"]
+        f = record["units"][unit_key(name, seed=seed)]["filters"]
         for i, key in enumerate(("W", "C")):
             px = torch.tensor(f[f"{key}_show"])
             if not cfg["gray"]:  # channel-first rows -> image layout
@@ -82,7 +83,7 @@ def plot_smd_sigma(record, ax):
                 label=name if name == "SM" else f"SMD σ={cfg['smd_sigma']:g} (main run)")
     sweep = cfg["smd_sweep"]
     for i, sig in enumerate(sweep):
-        c = record["units"][f"SMD{sig:g}-s{seed}"]["curves"]
+        c = record["units"][unit_key(f"SMD{sig:g}", seed=seed)]["curves"]
         gaps = [c[k] for k in sorted(c) if k.startswith("gap_")]
         ax.plot(np.mean(gaps, 0), ls="--", color=_viridis(0.85 * i / max(1, len(sweep) - 1)), label=f"SMD σ={sig:g}")
     ax.set_xlabel("epoch")
@@ -108,7 +109,7 @@ def gabor_table(record) -> str:
     rows.append(f"| untrained initialisation (control) | {u['C_gabor']['median_r2']:.2f} | {u['C_gabor']['frac_gabor']:.2f}"
                 f" | {u['W_gabor']['median_r2']:.2f} | {u['W_gabor']['frac_gabor']:.2f} |")
     for e in ESTIMATORS:
-        f = [record["units"][f"{e}-s{s}"]["filters"] for s in seeds]
+        f = [record["units"][unit_key(e, seed=s)]["filters"] for s in seeds]
         m = lambda k, q, f=f: np.mean([x[k][q] for x in f])  # noqa: E731
         rows.append(f"| {e} | {m('C_gabor', 'median_r2'):.2f} | {m('C_gabor', 'frac_gabor'):.2f} | "
                     f"{m('W_gabor', 'median_r2'):.2f} | {m('W_gabor', 'frac_gabor'):.2f} |")
