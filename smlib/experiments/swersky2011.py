@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from smlib import data, metrics, models
+from smlib.experiments import swersky2011_eval
 from smlib.experiments import swersky2011_gates as G
 from smlib.experiments import verdicts as V
 from smlib.experiments.records import unit_key
@@ -103,7 +104,9 @@ class Swersky2011(Experiment):
         return {
             "whitener": whitener, "d": whitener.n_components_, "train_images": train_images,
             "test_images": test_images, "X_train": X_train, "X_eval": to(X_train[: cfg["n_eval"]]),
-            "X_test": to(X_test), "eps_test": to(eps_test), "X_val": to(X_val), "N_val": to(X_val + s * eps_val),
+            "X_test": to(X_test), "eps_test": to(eps_test),
+            "noisy_test": [to(X_test[:n_den] + s * e[:n_den]) for e in eps_test],  # made once, not per evaluation
+            "X_val": to(X_val), "N_val": to(X_val + s * eps_val),
             "reference": {"mse_noisy": ref_noisy, "mse_shrink": ref_shrink,
                           "explained_variance": float(whitener.explained_variance_ratio_),
                           # the health gate's measure of test/train shift, in the whitened domain the model sees
@@ -113,26 +116,8 @@ class Swersky2011(Experiment):
 
     # ------------------------------------------------------------------ one estimator
     def evaluate(self, ctx, cfg, model, full=True):
-        """The per-epoch numbers of Fig. 1 (full=False: the Theorem-1 terms and the gap only)."""
-        model.eval()
-        s, n_den = cfg["noise_std"], cfg["n_denoise"]
-        with torch.no_grad():
-            out = {k: float(v) for k, v in model.sm_terms(ctx["X_eval"]).items()}
-            gaps = [float(metrics.free_energy_gap(model, ctx["X_test"], s, noise=e)) for e in ctx["eps_test"]]
-            out.update({f"gap_{r}": g for r, g in enumerate(gaps)})
-            if not full:
-                return out
-            clean = ctx["X_test"][:n_den]
-            for r, e in enumerate(ctx["eps_test"]):
-                out[f"mf_mse_{r}"] = float(metrics.mse(clean, metrics.denoise_conditional_mean(model, clean + s * e[:n_den])))
-        lam, _ = metrics.select_map_lambda(model, ctx["X_val"], ctx["N_val"], cfg["map_lambdas"], n_steps=cfg["map_steps"],
-                                           lr=1.0)
-        out["map_lambda"] = lam
-        for r, e in enumerate(ctx["eps_test"]):
-            noisy = clean + s * e[:n_den]
-            out[f"map_mse_{r}"] = float(metrics.mse(clean, metrics.denoise_map(model, noisy, lam, n_steps=cfg["map_steps"],
-                                                                              lr=1.0)))
-        return out
+        """The per-epoch numbers of Fig. 1 (`smlib.experiments.swersky2011_eval.evaluate`)."""
+        return swersky2011_eval.evaluate(ctx, cfg, model, full)
 
     def new_model(self, ctx, cfg, seed):
         torch.manual_seed(seed)  # the same initialisation for every estimator of one seed
