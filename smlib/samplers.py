@@ -202,6 +202,7 @@ def hmc(
     jitter=0.1,
     generator=None,
     return_info=False,
+    step_control=None,
 ):
     r"""Hamiltonian Monte Carlo with leapfrog integration, batched over chains.
 
@@ -214,36 +215,35 @@ def hmc(
         r' = r_{1/2} - \tfrac{\varepsilon}{2}\nabla E(x'),
 
     then accept with probability min(1, exp(H(x, r) − H(x', r'))), per chain. Each chain draws its
-    own step ε·(1 + j·u), u ~ U(−1, 1), every transition (``jitter`` j; Neal 2011, §5.4.2.2):
-    this breaks the periodicities of leapfrog trajectories on near-Gaussian targets, which
-    otherwise make the acceptance rate a non-monotone function of ε.
+    own step ε·(1 + j·u), u ~ U(−1, 1), every transition (``jitter`` j; Neal 2011, §5.4.2.2): this
+    breaks leapfrog periodicities that make acceptance non-monotone in ε on near-Gaussian targets.
 
     Step-size adaptation (``adapt=True``): during the first ``n_adapt`` transitions (default
-    ``n_steps // 2``) ε is tuned by dual averaging on the mean acceptance probability over chains
-    towards ``target_accept`` (Hoffman & Gelman 2014, §3.2; 0.65 is their recommendation);
-    afterwards ε is frozen at the averaged iterate, so the remaining transitions are a valid
-    (time-homogeneous) Markov chain. Only the post-adaptation transitions are guaranteed to leave
-    p invariant: discard the first ``n_adapt`` as warm-up.
+    ``n_steps // 2``) dual averaging tunes ε on the mean acceptance probability towards
+    ``target_accept`` (Hoffman & Gelman 2014, §3.2); then ε is frozen at the averaged iterate, so
+    only the later transitions leave p invariant (discard the first ``n_adapt``). Running control
+    (``step_control``, e.g. :class:`smlib.step_control.RejectionTargetStep`, Ranzato's rule to ≈ 10 %
+    rejection): ε = ``step_control.step_size`` each transition, then ``step_control.update(rejected
+    fraction)``; its state persists across calls (training).
 
     Parameters
     ----------
     model : EnergyModel or callable energy
     x0 : torch.Tensor, shape (n_chains, d)
-    n_steps : int
-        Number of HMC transitions.
-    n_leapfrog : int
-        L, leapfrog steps per transition.
+    n_steps, n_leapfrog : int
+        Number of HMC transitions; L, leapfrog steps per transition.
     step_size : float
-        ε (initial value when adapting).
-    adapt : bool
-    target_accept : float in (0, 1)
-    n_adapt : int, optional
+        ε (initial value when adapting; ignored with ``step_control``).
+    adapt, target_accept, n_adapt
+        Dual averaging (off with ``step_control``; an explicit n_adapt > 0 with it is an error).
     jitter : float in [0, 1)
         Relative per-chain, per-transition randomisation of ε (0 = fixed ε).
     generator : torch.Generator, optional
+    step_control : object with ``step_size`` and ``update(reject_rate)``, optional
     return_info : bool
-        Also return ``{"accept_rate": mean acceptance probability after adaptation,
-        "step_size": final ε}`` — pass ``step_size=info["step_size"], adapt=False`` to continue.
+        Also return ``{"accept_rate": mean acceptance probability after adaptation, "reject_rate":
+        fraction of rejected proposals (same transitions), "step_size": final ε}`` — pass
+        ``step_size=info["step_size"], adapt=False`` to continue.
 
     Returns
     -------
@@ -255,10 +255,9 @@ def hmc(
     check_positive("step_size", step_size)
     if not 0.0 < target_accept < 1.0:
         raise ValueError(f"target_accept must be in (0, 1), got {target_accept}")
-    if n_adapt is None:
-        n_adapt = n_steps // 2 if adapt else 0
-    if not adapt:
-        n_adapt = 0
+    if step_control is not None and adapt and n_adapt:
+        raise ValueError("hmc: step_control and a dual-averaging warm-up (n_adapt > 0) are two step-size rules")
+    n_adapt = 0 if not adapt or step_control is not None else (n_steps // 2 if n_adapt is None else n_adapt)
     n_adapt = check_int("n_adapt", n_adapt, 0)
     if not 0.0 <= jitter < 1.0:
         raise ValueError(f"jitter must be in [0, 1), got {jitter}")
@@ -267,9 +266,10 @@ def hmc(
     x = x0.detach().clone()
     e_x, g_x = energy_and_grad(model, x)
     eps = float(step_size)
-    acc_sum, acc_n = 0.0, 0
+    acc_sum, acc_n, rej_sum = 0.0, 0, 0.0
     for t in range(n_steps):
         r = _randn_like(x, generator)
+        eps = eps if step_control is None else float(step_control.step_size)
         step = eps
         if jitter > 0:
             step = eps * (1.0 + jitter * (2.0 * _rand(x.shape[0], x, generator) - 1.0))[:, None]
@@ -294,16 +294,19 @@ def hmc(
         x = torch.where(acc[:, None], y, x)
         e_x = torch.where(acc, e_y, e_x)
         g_x = torch.where(acc[:, None], g_y, g_x)
-        mean_prob = float(accept_prob.mean())
+        mean_prob, rejected = float(accept_prob.mean()), 1.0 - float(acc.to(x.dtype).mean())
+        if step_control is not None:
+            step_control.update(rejected)
         if t < n_adapt:
             eps = da.update(mean_prob)
             if t == n_adapt - 1:
                 eps = da.final
         else:
-            acc_sum += mean_prob
-            acc_n += 1
+            acc_sum, rej_sum, acc_n = acc_sum + mean_prob, rej_sum + rejected, acc_n + 1
     if return_info:
-        return x, {"accept_rate": acc_sum / acc_n if acc_n else float("nan"), "step_size": eps}
+        eps = eps if step_control is None else float(step_control.step_size)
+        return x, {"accept_rate": acc_sum / acc_n if acc_n else float("nan"),
+                   "reject_rate": rej_sum / acc_n if acc_n else float("nan"), "step_size": eps}
     return x
 
 

@@ -52,6 +52,16 @@ class MPoT(LatentGaussianModel):
         Gamma shape γ > 0 (any γ > 0 gives a normalisable model because of the ½‖v‖² term).
     learn_gamma : bool
         Learn γ through ``log_gamma`` (default: fixed buffer, as in Swersky et al.).
+    filter_norm : None, float > 0 or "running"
+        Constraint on the columns of C that :meth:`project_` enforces (call it after every
+        optimizer step). ``None`` (default): unconstrained. A float ν: every column rescaled to
+        norm ν. ``"running"``: Ranzato's rule (his public mcRBM code, which the paper's mPoT code
+        follows): all columns rescaled to one common norm ν that tracks their mean norm,
+        ν ← 0.95 ν + 0.05 · mean_k ‖C_k‖ (ν₀ = 1, kept in the buffer ``filter_norm_running``).
+        Without a constraint the SM objective is unbounded below on repeated points: at v with
+        Cᵀv = 0 the curvature term −Σᵢ(1 + γ Σ_k C_ik²) falls without limit as ‖C‖ grows. A fixed
+        ν bounds it; the running rule only slows the growth (ν moves by 5 % of each step's
+        increase of the mean norm), it does not stop it.
 
     Attributes
     ----------
@@ -67,6 +77,7 @@ class MPoT(LatentGaussianModel):
         learn_gamma: bool = False,
         *,
         n_factors: int | None = None,
+        filter_norm: float | str | None = None,
     ):
         n_visible = check_int("n_visible", n_visible)
         super().__init__(n_visible)
@@ -85,6 +96,34 @@ class MPoT(LatentGaussianModel):
         self.b_visible = nn.Parameter(torch.zeros(n_visible))
         log_gamma = torch.tensor(math.log(gamma), dtype=torch.get_default_dtype())
         learnable_or_fixed(self, "log_gamma", log_gamma, learn_gamma)
+        if filter_norm == "running":
+            # registered only here, so the unconstrained model's state_dict keys are unchanged
+            self.register_buffer("filter_norm_running", torch.ones(()))
+        elif filter_norm is not None and (isinstance(filter_norm, (bool, str)) or not isinstance(filter_norm, (int, float))
+                                          or not (math.isfinite(filter_norm) and filter_norm > 0)):
+            raise ValueError(f"filter_norm must be None, a finite number > 0 or 'running', got {filter_norm!r}")
+        self.filter_norm = filter_norm if filter_norm in (None, "running") else float(filter_norm)
+
+    @torch.no_grad()
+    def project_(self) -> "MPoT":
+        r"""Enforce ``filter_norm`` on the columns of C in place (no-op when it is ``None``).
+
+        Fixed ν: C_k ← ν C_k / ‖C_k‖. ``"running"`` (Ranzato's mcRBM/mPoT code): first
+        ν ← 0.95 ν + 0.05 · mean_k ‖C_k‖ with the norms *after* the optimizer's update, then
+        C_k ← ν C_k / ‖C_k‖. The training loop calls it after every optimizer step (a projected
+        gradient step); the directions of the columns are unchanged. Only tensor ops, no host
+        synchronisation, so it can run inside a captured CUDA graph.
+        """
+        if self.filter_norm is None:
+            return self
+        norms = self.C.norm(dim=0)
+        if self.filter_norm == "running":
+            self.filter_norm_running.mul_(0.95).add_(0.05 * norms.mean())
+            target = self.filter_norm_running
+        else:
+            target = self.filter_norm
+        self.C.mul_(target / norms.clamp_min(torch.finfo(norms.dtype).tiny))
+        return self
 
     @property
     def n_factors(self) -> int:
@@ -200,4 +239,5 @@ class MPoT(LatentGaussianModel):
         return super().sm_terms(v, reduction)
 
     def extra_repr(self) -> str:
-        return f"n_visible={self.n_visible}, n_cov={self.n_cov}, n_mean={self.n_mean}, gamma={float(self.gamma):.3g}"
+        extra = "" if self.filter_norm is None else f", filter_norm={self.filter_norm!r}"
+        return f"n_visible={self.n_visible}, n_cov={self.n_cov}, n_mean={self.n_mean}, gamma={float(self.gamma):.3g}{extra}"
