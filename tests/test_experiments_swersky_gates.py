@@ -55,7 +55,7 @@ def test_swersky_gate_shift_and_lambda_edge_trip_on_a_live_record(live):
     assert "outside [0.8, 1.25]" in c["verdict"]
     for u in rec["units"].values():
         if "curves" in u:
-            u["curves"]["map_lambda"] = [4.0] * len(u["curves"]["map_lambda"])
+            u["curves"]["map_lambda"] = [rec["config"]["map_lambdas"][-1]] * len(u["curves"]["map_lambda"])  # the last grid point
     c = next(c for c in swersky2011.claims(rec) if c["id"] == "sm-overfits")
     assert "MAP λ at the edge" in c["verdict"]
 
@@ -92,3 +92,27 @@ def test_rules_table_runs_each_rule_on_the_untrained_model_and_a_planted_positiv
     rows = swersky2011.rules_table_rows(_recorded("swersky2011"))
     assert all(len(r) == 3 for r in rows)
     assert [r[2].split(" (")[0] for r in rows] == [V.HOLDS] * len(rows)   # every rule can pass
+
+
+def test_swersky_gate_baselines_trips_when_no_denoiser_beats_the_noisy_input(live):
+    rec = copy.deepcopy(live["swersky2011"])
+    ref = rec["summary"]["reference"]
+    ref["baselines"] = dict(ref["baselines"], zero=1e-6)  # a planted trivial denoiser better than every estimator
+    c = next(c for c in swersky2011.claims(rec) if c["id"] == "sm-overfits")
+    assert c["verdict"].startswith("not testable: ") and "best minimum" in c["verdict"]
+    ref["baselines"] = dict(ref["baselines"], zero=1e6, noisy=[1e6, 1e6])  # every estimator beats both
+    g = [g for c in swersky2011.claims(rec) if c["id"] == "sm-overfits" for g in c["gates"] if g["name"] == "beats baselines"]
+    assert g and all(x["ok"] for x in g)
+
+
+def test_live_record_holds_the_protocol_of_issue_22(live):
+    rec = live["swersky2011"]
+    ref = rec["summary"]["reference"]
+    assert set(ref["variance_ratio"]) == {"test", "denoise", "image_test"}
+    assert set(ref["n_flat"]) >= {"train", "test"} and ref["n_flat"]["train"] >= 0
+    assert {"zero", "noisy", "wiener", "shrink"} <= set(ref["baselines"]) and "img_baselines" in ref
+    c = rec["units"]["SM-s0"]["curves"]
+    assert {"img_mf_mse_0", "img_map_mse_0", "step_mse_0", "val_map_mse"} <= set(c)
+    f = rec["units"]["SM-s0"]["filters"]
+    assert "best_epoch" in f and "frac_gabor_ci" in f["C_gabor"] and "C_n_dead" in f
+    assert rec["config"]["filter_norm"] == "running"

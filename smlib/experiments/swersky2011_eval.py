@@ -50,26 +50,45 @@ def conditional_mean_denoise(model, x_noisy: torch.Tensor, chunk: int = 64) -> t
 
 
 def evaluate(ctx: dict, cfg: dict, model, full: bool = True) -> dict:
-    """The per-epoch numbers of Fig. 1 (full=False: the Theorem-1 terms and the gap only).
+    """The per-epoch numbers of Fig. 1 (full=False: the Theorem-1 terms and the gaps only).
 
     Every tensor it reads is made once in the protocol's set-up (whitened, on the device, the noisy
-    copies included), so an evaluation point is the model's arithmetic only.
+    copies included), so an evaluation point is the model's arithmetic only. Two test sets
+    (`swersky2011_data.COLUMNS`): the region test set (keys ``gap_r``, ``mf_mse_r``, ...) and the
+    held-out photographs (prefix ``img_``, first noise draw only: a second column, not a second
+    experiment). Denoisers: the paper's mean-field E[v | ĥ(ṽ)] (``mf_mse``), the eq.-17 one-step
+    reconstruction ṽ − ∇F(ṽ) (``step_mse``; Tweedie's denoiser for SMD at σ = 1) and MAP with λ
+    chosen on the validation patches (``map_mse``, ``map_lambda``, and ``val_map_mse``, the
+    validation error at that λ — the learning-rate selection and the best epoch read it).
     """
     model.eval()
-    s, n_den = cfg["noise_std"], cfg["n_denoise"]
+    s = cfg["noise_std"]
+    cols = [c for c in ("", "img_") if c + "X_test" in ctx]
+    out = {}
     with torch.no_grad():
-        out = {k: float(v) for k, v in model.sm_terms(ctx["X_eval"]).items()}
-        gaps = [float(metrics.free_energy_gap(model, ctx["X_test"], s, noise=e)) for e in ctx["eps_test"]]
-        out.update({f"gap_{r}": g for r, g in enumerate(gaps)})
+        out.update({k: float(v) for k, v in model.sm_terms(ctx["X_eval"]).items()})
+        for c in cols:
+            eps = ctx[c + "eps_test"] if c == "" else ctx[c + "eps_test"][:1]
+            out.update({f"{c}gap_{r}": float(metrics.free_energy_gap(model, ctx[c + "X_test"], s, noise=e))
+                        for r, e in enumerate(eps)})
         if not full:
             return out
-        clean = ctx["X_test"][:n_den]
-        for r, noisy in enumerate(ctx["noisy_test"]):
-            out[f"mf_mse_{r}"] = float(metrics.mse(clean, conditional_mean_denoise(model, noisy)))
-    lam, _ = metrics.select_map_lambda(model, ctx["X_val"], ctx["N_val"], cfg["map_lambdas"], n_steps=cfg["map_steps"],
-                                       lr=1.0)
-    out["map_lambda"] = lam
-    for r, noisy in enumerate(ctx["noisy_test"]):
-        out[f"map_mse_{r}"] = float(metrics.mse(clean, metrics.denoise_map(model, noisy, lam, n_steps=cfg["map_steps"],
-                                                                          lr=1.0)))
+        for c in cols:
+            clean = ctx[c + "X_test"][: cfg["n_denoise"]]
+            for r, noisy in enumerate(_draws(ctx, c)):
+                out[f"{c}mf_mse_{r}"] = float(metrics.mse(clean, conditional_mean_denoise(model, noisy)))
+                if hasattr(model, "reconstruct"):
+                    out[f"{c}step_mse_{r}"] = float(metrics.mse(clean, metrics.denoise_mean_field(model, noisy)))
+    lam, errors = metrics.select_map_lambda(model, ctx["X_val"], ctx["N_val"], cfg["map_lambdas"],
+                                            n_steps=cfg["map_steps"], lr=1.0)
+    out["map_lambda"], out["val_map_mse"] = lam, min(errors)
+    for c in cols:
+        clean = ctx[c + "X_test"][: cfg["n_denoise"]]
+        for r, noisy in enumerate(_draws(ctx, c)):
+            x_hat = metrics.denoise_map(model, noisy, lam, n_steps=cfg["map_steps"], lr=1.0)
+            out[f"{c}map_mse_{r}"] = float(metrics.mse(clean, x_hat))
     return out
+
+
+def _draws(ctx, col):
+    return ctx[col + "noisy_test"] if col == "" else ctx[col + "noisy_test"][:1]

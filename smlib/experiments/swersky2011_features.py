@@ -45,7 +45,7 @@ ESTIMATORS = ("CD", "PCD", "FPCD", "SM", "SMD", "AE")  # the paper's column orde
 PAPER_ACCURACY = dict(CD=64.6, PCD=64.7, FPCD=65.5, SM=65.0, SMD=64.7, AE=57.6)  # Table 1, CIFAR-10, %
 
 _COMMON = dict(batch_size=128, patch=8, stride=4, pool=2, keep=0.99, gamma=1.0, optimizer="sgd", momentum=0.0,
-               dtype="float32", smd_sigma=1.0, sampler="hmc", n_leapfrog=10, hmc_step=0.05, fast_lr=1e-2,
+               dtype="float32", smd_sigma=1.0, sampler="hmc", n_leapfrog=10, hmc_step=0.05, target_accept=0.9, fast_lr=1e-2,
                fast_decay=0.95, probe_Cs=[0.01, 0.1, 1.0], alpha=0.05, margin=1.0,
                learned_margin=1.0, split_seed=0)
 PRESETS = {

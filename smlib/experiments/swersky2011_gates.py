@@ -21,7 +21,7 @@ from smlib.experiments import verdicts as V
 from smlib.experiments.records import unit_key
 from smlib.experiments.swersky2011_plots import curves_of
 
-__all__ = ["controls", "dead", "improved", "map_lambda", "median_se", "noise", "replicate_se", "shift"]
+__all__ = ["baselines", "controls", "dead", "improved", "map_lambda", "median_se", "noise", "replicate_se", "shift"]
 
 
 def shift(record, key: str = "test") -> V.Gate:
@@ -111,3 +111,18 @@ def controls(rule, untrained, planted, what: str = "rule") -> V.Gate:
     """The rule (a function of one set of numbers) on the untrained model's and a planted positive's."""
     return V.controls(None if untrained is None else bool(rule(untrained)), None if planted is None else bool(rule(planted)),
                       what)
+
+
+def baselines(record, mins: dict) -> V.Gate:
+    """A denoising ranking reads signal only where the best estimator's minimum beats the trivial denoisers:
+    predicting zero and returning the noisy input (region test set, mean over noise draws). ``mins``:
+    ``{denoiser label: {estimator: minima over epochs ≥ 1}}``; one gate over all the denoisers given."""
+    b = record["summary"]["reference"].get("baselines")
+    if b is None:
+        return V.missing("beats baselines", "the baselines (predict zero, noisy input)")
+    trivial = min(b["zero"], float(np.mean(b["noisy"])))
+    fails = {what: min(float(np.mean(v)) for v in m.values()) for what, m in mins.items()}
+    fails = {what: best for what, best in fails.items() if not best < trivial}
+    ref = f"the better of predict-zero ({b['zero']:.4f}) and the noisy input ({np.mean(b['noisy']):.4f})"
+    return V.Gate("beats baselines", not fails, "; ".join(f"{w}: best minimum {v:.4f} ≥ {ref}" for w, v in fails.items())
+                  if fails else f"every denoiser's best minimum < {ref}")
