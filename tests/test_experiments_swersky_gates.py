@@ -116,3 +116,25 @@ def test_live_record_holds_the_protocol_of_issue_22(live):
     f = rec["units"]["SM-s0"]["filters"]
     assert "best_epoch" in f and "frac_gabor_ci" in f["C_gabor"] and "C_n_dead" in f
     assert rec["config"]["filter_norm"] == "running"
+
+
+def test_learning_rate_selection_runs_first_and_each_estimator_trains_at_its_choice(tmp_path):
+    ov = dict(TINY["swersky2011"], n_epochs=1, lr_grid=[0.001, 0.01, 0.1], lr_epochs=1, smd_sweep=[])
+    rec = experiments.run("swersky2011", "ci", overrides=ov, workdir=tmp_path, progress=False, quiet=True)
+    sel = rec["summary"]["lr_selection"]
+    assert len(sel) == 3 * len(swersky2011.ESTIMATORS)
+    for e in swersky2011.ESTIMATORS:
+        errs = {u["lr"]: u["val_map_mse"] for k, u in sel.items() if k.startswith(f"lr-{e}-")}
+        assert rec["summary"]["lr"][e] == min(errs, key=errs.get)  # the lowest validation error, not the highest
+        assert rec["units"][f"{e}-s0"]["lr"] == rec["summary"]["lr"][e]
+    rec2 = copy.deepcopy(rec)
+    for e in swersky2011.ESTIMATORS:
+        rec2["units"][f"{e}-s0"]["lr"] = 0.1  # planted: every choice at the grid's last point
+    c = next(c for c in swersky2011.claims(rec2) if c["id"] == "sm-overfits")
+    assert "learning rate at the edge" in c["verdict"]
+
+
+def test_selected_lr_refuses_a_missing_selection(tmp_path):
+    cfg = dict(swersky2011.PRESETS["ci"], lr_grid=[0.001, 0.01])
+    with pytest.raises(RuntimeError, match="has not run"):
+        swersky2011.selected_lr(cfg, "SM", tmp_path)

@@ -30,6 +30,8 @@ Claims and their rules: :func:`claims`.
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,14 +55,15 @@ _COMMON = dict(batch_size=128, patch_size=16, gray=False, keep=0.99, gamma=1.0, 
                dtype="float32", smd_sigma=1.0, noise_std=1.0, sampler="hmc", n_leapfrog=10, hmc_step=0.05,
                target_accept=0.9, fast_lr=1e-2, fast_decay=0.95, map_lambdas=[0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
                tol=0.01, sources=["skimage", "skimage_jpeg", "sklearn"], n_test_images=2, split_seed=0, block=32,
-               drop_flat=0.01, filter_norm="running", ablation_keep=0.973)
+               drop_flat=0.01, filter_norm="running", ablation_keep=0.973, lr_epochs=10)
 PRESETS = {
     "ci": dict(_COMMON, n_train=2000, n_epochs=3, n_cov=32, n_mean=16, lr=0.01, seeds=[0], smd_sweep=[0.3],
                n_test=500, n_val=100, n_denoise=200, n_eval=500, n_noise=2, map_steps=15, n_gabor=8,
-               denoise_dense_until=3, denoise_every=1, ablations=[]),
+               denoise_dense_until=3, denoise_every=1, ablations=[], lr_grid=[]),
     "paper": dict(_COMMON, n_train=128_000, n_epochs=100, n_cov=256, n_mean=100, lr=0.001, seeds=[0, 1, 2],
                   smd_sweep=[0.3, 3.0], n_test=10_000, n_val=300, n_denoise=1000, n_eval=10_000, n_noise=2,
-                  map_steps=40, n_gabor=64, denoise_dense_until=10, denoise_every=5, ablations=["free", "keep"]),
+                  map_steps=40, n_gabor=64, denoise_dense_until=10, denoise_every=5, ablations=["free", "keep"],
+                  lr_grid=[0.001 / 3, 0.001, 0.003]),
 }
 ABLATIONS = {"free": "C unconstrained (no column normalisation)", "keep": "PCA keeping ablation_keep of the variance"}
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -90,7 +93,9 @@ class Swersky2011(Experiment):
 
     def units(self, cfg):
         s0 = cfg["seeds"][0]
-        out = [Unit(unit_key(e, seed=s), estimator=e, seed=s) for s in cfg["seeds"] for e in ESTIMATORS]
+        # the learning rate of each estimator, chosen first (empty grid: every estimator at cfg["lr"])
+        out = [Unit(lr_key(e, lr), estimator=e, seed=s0, lr=lr, select=True) for e in ESTIMATORS for lr in cfg["lr_grid"]]
+        out += [Unit(unit_key(e, seed=s), estimator=e, seed=s) for s in cfg["seeds"] for e in ESTIMATORS]
         out += [Unit(unit_key(f"SMD{sig:g}", seed=s0), estimator="SMD", seed=s0, sigma=sig, sweep=True)
                 for sig in cfg["smd_sweep"]]
         for a in cfg["ablations"]:  # one replicate each, SM and SMD only
@@ -124,6 +129,9 @@ class Swersky2011(Experiment):
                                filter_norm=cfg["filter_norm"] if filter_norm == "config" else filter_norm)
 
     def run_unit(self, ctx, unit, cfg, *, checkpoint, device, progress):
+        if unit.get("select"):
+            return self.lr_unit(ctx, unit, cfg, checkpoint=checkpoint, device=device, progress=progress)
+        cfg = dict(cfg, lr=selected_lr(cfg, unit["estimator"], checkpoint.parent))
         full = not unit.get("sweep", False)
         ablation = unit.get("ablation")
         data_ = self.split(ctx, cfg, unit["seed"], cfg["ablation_keep"] if ablation == "keep" else None)
@@ -147,7 +155,7 @@ class Swersky2011(Experiment):
                                progress=progress, checkpoint=checkpoint, callback=callback)
         for k in curves:
             curves[k] += [float(v) for v in history.per_epoch[k]]  # NaN where an epoch was not denoised
-        result = {"curves": curves, "loss": list(history["loss"]), "train_wall_time_s": history.wall_time,
+        result = {"curves": curves, "loss": list(history["loss"]), "train_wall_time_s": history.wall_time, "lr": cfg["lr"],
                   "reference": {k: v for k, v in data_["reference"].items() if k != "held_out_images"}}
         if full:
             final = {k: getattr(model, k).detach().norm(dim=0).cpu() for k in ("C", "W")}
@@ -163,6 +171,19 @@ class Swersky2011(Experiment):
                 result["filters"][f"{k}_norms0"] = np.round(norms0[k].double().numpy(), 6).tolist()
                 result["filters"][f"{k}_norms"] = np.round(final[k].double().numpy(), 6).tolist()
         return result
+
+    def lr_unit(self, ctx, unit, cfg, *, checkpoint, device, progress):
+        """One point of the learning-rate selection: ``lr_epochs`` epochs on the first replicate, then the
+        validation MAP-denoising error (λ chosen on the same validation patches, as in every evaluation)."""
+        data_ = self.split(ctx, cfg, unit["seed"])
+        model = self.new_model(data_, cfg, unit["seed"]).to(device)
+        objective, options = objective_for(unit["estimator"], cfg)
+        fit_by_epoch(model, data_["X_train"], objective, options, dict(cfg, lr=unit["lr"], n_epochs=cfg["lr_epochs"]),
+                     seed=unit["seed"], device=device, progress=progress, checkpoint=checkpoint, callback=None)
+        with timing("eval"):
+            lam, errors = metrics.select_map_lambda(model.eval(), data_["X_val"], data_["N_val"], cfg["map_lambdas"],
+                                                    n_steps=cfg["map_steps"], lr=1.0)
+        return {"lr": unit["lr"], "val_map_mse": min(errors), "map_lambda": lam}
 
     def filters(self, ctx, cfg, model, seed, C_norms0=None, W_norms0=None):
         """Gabor statistics of a sample of the live covariance and mean filters, and 16 of each for display.
@@ -206,7 +227,9 @@ class Swersky2011(Experiment):
         ref["mse_noisy"], ref["mse_shrink"] = ref["baselines"]["noisy"], ref["baselines"]["shrink"]
         ref["untrained"] = self.filters(first, cfg, self.new_model(first, cfg, s0), s0)
         ref["planted"] = _planted_gabor_check(cfg)
-        summary = {"d": first["d"], "held_out_images": first["reference"]["held_out_images"], "reference": ref}
+        summary = {"d": first["d"], "held_out_images": first["reference"]["held_out_images"], "reference": ref,
+                   "lr": {e: results[unit_key(e, seed=s0)]["lr"] for e in ESTIMATORS},
+                   "lr_selection": {k: v for k, v in results.items() if k.startswith("lr-")}}
         summary["claims"] = claims({"config": cfg, "units": results, "summary": summary})
         return summary
 
@@ -216,6 +239,30 @@ class Swersky2011(Experiment):
         figs = {"fig1": plot_fig1(record, plt.figure(figsize=(10, 4.2)))}
         figs["filters"] = plot_filters(record, plt.figure(figsize=(10, 3.8)))
         return figs
+
+
+def lr_key(estimator: str, lr: float) -> str:
+    """The unit key of one point of the learning-rate selection, e.g. ``lr-SM-0.001``."""
+    return unit_key("lr", estimator, f"{lr:.3g}")
+
+
+def selected_lr(cfg: dict, estimator: str, folder) -> float:
+    """The learning rate of ``estimator``: the grid point with the lowest validation MAP error among its
+    selection units (their results in the work folder ``folder``), or ``cfg["lr"]`` when the grid is empty.
+    A NaN error (training diverged) never wins; the choice at a grid edge is gated in the claims."""
+    if not cfg["lr_grid"]:
+        return cfg["lr"]
+    errors = {}
+    for lr in cfg["lr_grid"]:
+        path = Path(folder) / f"{lr_key(estimator, lr)}.json"
+        if not path.exists():
+            raise RuntimeError(f"{estimator}: the learning-rate selection unit {lr_key(estimator, lr)} has not run; "
+                               "run the selection first (--only 'lr-*'), then the other units")
+        err = json.loads(path.read_text())["result"]["val_map_mse"]
+        errors[lr] = err if err is not None and np.isfinite(err) else np.inf
+    if not np.isfinite(min(errors.values())):
+        raise RuntimeError(f"{estimator}: every learning rate of the grid {cfg['lr_grid']} diverged; extend the grid down")
+    return min(errors, key=errors.get)
 
 
 def _planted_gabor_check(cfg) -> dict:

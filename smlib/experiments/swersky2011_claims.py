@@ -132,7 +132,8 @@ def claims(record) -> list[dict]:
     label = {"mf_mse": "MF", "step_mse": "one-step (eq. 17)", "map_mse": "MAP"}
 
     def den_gates(estimators, ranking=False):
-        g = [G.shift(record, "denoise"), G.map_lambda(record, estimators), G.improved(record, estimators)]
+        g = [G.shift(record, "denoise"), G.map_lambda(record, estimators), G.improved(record, estimators),
+             G.lr_edge(record, estimators)]
         g.append(G.baselines(record, {label[k]: {e: mins[k][e] for e in estimators} for k in mins}))
         if ranking:  # a tolerance ranking passes a tie: run it on the untrained model (every estimator's epoch 0)
             epoch0 = {e: [c[0] for c in curves_of(record, e, key="mf_mse")] for e in ESTIMATORS}

@@ -21,7 +21,7 @@ from smlib.experiments import verdicts as V
 from smlib.experiments.records import unit_key
 from smlib.experiments.swersky2011_plots import curves_of
 
-__all__ = ["baselines", "controls", "dead", "improved", "map_lambda", "median_se", "noise", "replicate_se", "shift"]
+__all__ = ["baselines", "lr_edge", "controls", "dead", "improved", "map_lambda", "median_se", "noise", "replicate_se", "shift"]
 
 
 def shift(record, key: str = "test") -> V.Gate:
@@ -126,3 +126,16 @@ def baselines(record, mins: dict) -> V.Gate:
     ref = f"the better of predict-zero ({b['zero']:.4f}) and the noisy input ({np.mean(b['noisy']):.4f})"
     return V.Gate("beats baselines", not fails, "; ".join(f"{w}: best minimum {v:.4f} ≥ {ref}" for w, v in fails.items())
                   if fails else f"every denoiser's best minimum < {ref}")
+
+
+def lr_edge(record, estimators) -> V.Gate:
+    """The learning rate selected for each of ``estimators`` (validation MAP error) inside its grid."""
+    grid = record["config"].get("lr_grid") or []
+    if not grid:
+        return V.Gate("grid edge", True, "no learning-rate selection in this configuration (one rate for all)")
+    lrs = {e: record["units"][unit_key(e, seed=record["config"]["seeds"][0])].get("lr") for e in estimators}
+    if None in lrs.values():
+        return V.missing("grid edge", "the selected learning rates")
+    edge = [e for e, lr in lrs.items() if np.isclose(lr, min(grid)) or np.isclose(lr, max(grid))]
+    return V.Gate("grid edge", not edge, f"learning rate at the edge of its grid {min(grid):.3g}…{max(grid):.3g} for "
+                  f"{', '.join(edge)}: extend the grid" if edge else "every selected learning rate inside its grid")
