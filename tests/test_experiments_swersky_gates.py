@@ -138,3 +138,23 @@ def test_selected_lr_refuses_a_missing_selection(tmp_path):
     cfg = dict(swersky2011.PRESETS["ci"], lr_grid=[0.001, 0.01])
     with pytest.raises(RuntimeError, match="has not run"):
         swersky2011.selected_lr(cfg, "SM", tmp_path)
+
+
+def test_table1_margin_is_relative_to_the_error_rate():
+    F = swersky2011_features
+    cfg = dict(F.PRESETS["paper"], n_seeds=5)
+    base = [93.0, 93.2, 92.9, 93.1, 93.05]
+    acc = {e: [a + 0.5 * (i % 2) for a in base] for i, e in enumerate(F.ESTIMATORS)}  # pairs 0.5 points apart
+    acc["AE"] = [a - 5 for a in base]
+    summary = {"accuracy": acc, "mean": {e: float(sum(v) / len(v)) for e, v in acc.items()},
+               "baselines": {"untrained mPoT features": 80.0, "whitened patch pixels": 85.0}}
+    units = {f"{e}-s{r}": {"epoch": 5} for e in F.ESTIMATORS for r in range(5)}
+    rec = {"config": cfg, "summary": summary, "units": units}
+    eq = next(c for c in F.claims(rec) if c["id"] == "others-equivalent")
+    five = [x for e in F.ESTIMATORS if e != "AE" for x in acc[e]]
+    margin = round(F.PAPER_MARGIN_REL * (100 - sum(five) / len(five)), 3)  # ≈ 0.19 points at 6.75 % error
+    assert f"±{margin} points" in eq["rule"] and 0.15 < margin < 0.25 and eq["ungated"] != V.HOLDS
+    old = dict(cfg, margin=1.0)
+    del old["margin_rel"]  # a first-protocol record: its absolute ±1 point
+    eq_old = next(c for c in F.claims(dict(rec, config=old)) if c["id"] == "others-equivalent")
+    assert "±1.0 points" in eq_old["rule"]
