@@ -10,7 +10,7 @@ from smlib.experiments.records import unit_key
 from smlib.experiments.runner import unit_times
 
 __all__ = ["ESTIMATORS", "COLORS", "curves_of", "plot_fig1", "plot_filters", "plot_smd_sigma", "gabor_table",
-           "timing_note"]
+           "denoising_table", "timing_note"]
 
 ESTIMATORS = ("SM", "SMD", "CD", "PCD", "FPCD", "AE")
 COLORS = dict(SM="C0", SMD="C1", CD="C2", PCD="C3", FPCD="C4", AE="C5")
@@ -44,8 +44,11 @@ def plot_fig1(record, fig, title=None):
             at = np.flatnonzero(np.isfinite(mean))  # the denoisers are not evaluated at every epoch
             ax.plot(at, mean[at], color=COLORS[name], label=name, marker="o", ms=2)
         ax.set_title(f"({letter}) {label}", fontsize=9)
-        if key != "gap":
+        if key != "gap":  # the baselines: ṽ/(1+σ²) (= Wiener on training statistics), and where recorded zero and noisy
             ax.axhline(np.mean(ref["mse_shrink"]), color="grey", lw=0.8, ls="--")
+            for name, ls in (("zero", ":"), ("noisy", "-.")):
+                if "baselines" in ref:
+                    ax.axhline(np.mean(ref["baselines"][name]), color="grey", lw=0.8, ls=ls)
     axes[1, 0].legend(fontsize=7, ncol=2)
     for ax in axes.flat:
         ax.tick_params(labelsize=7)
@@ -113,6 +116,26 @@ def gabor_table(record) -> str:
         m = lambda k, q, f=f: np.mean([x[k][q] for x in f])  # noqa: E731
         rows.append(f"| {e} | {m('C_gabor', 'median_r2'):.2f} | {m('C_gabor', 'frac_gabor'):.2f} | "
                     f"{m('W_gabor', 'median_r2'):.2f} | {m('W_gabor', 'frac_gabor'):.2f} |")
+    return "\n".join(rows)
+
+
+def denoising_table(record) -> str:
+    """Markdown: each estimator's minimum over epochs ≥ 1 (mean over replicates) with each denoiser, on the
+    region test set and the held-out photographs, its untrained model (epoch 0) in brackets, and the baselines."""
+    ref = record["summary"]["reference"]
+    cols = [(c, k) for c in ("", "img_") for k in ("mf_mse", "step_mse", "map_mse")
+            if f"{c}{k}_0" in record["units"][unit_key("SM", seed=record["config"]["seeds"][0])]["curves"]]
+    name = {"mf_mse": "MF", "step_mse": "one-step", "map_mse": "MAP", "": "region", "img_": "photos"}
+    rows = ["| | " + " | ".join(f"{name[k]} ({name[c]})" for c, k in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for e in ESTIMATORS:
+        cells = []
+        for c, k in cols:
+            reps = curves_of(record, e, key=c + k)
+            cells.append(f"{np.mean([np.nanmin(r[1:]) for r in reps]):.3f} ({np.mean([r[0] for r in reps]):.3f})")
+        rows.append(f"| {e} | " + " | ".join(cells) + " |")
+    for b in ("zero", "noisy", "shrink", "wiener"):
+        if "baselines" in ref:
+            rows.append(f"| baseline: {b} | " + " | ".join(f"{np.mean(ref[c + 'baselines'][b]):.3f}" for c, _ in cols) + " |")
     return "\n".join(rows)
 
 
