@@ -17,7 +17,7 @@ TINY = {
     "swersky2011": dict(n_train=512, n_epochs=2, n_cov=8, n_mean=4, n_test=200, n_val=40, n_denoise=40, n_eval=200,
                         n_gabor=2, map_steps=3, denoise_dense_until=2, smd_sweep=[]),
     "swersky2011_features": dict(n_seeds=2, n_patches=600, n_epochs=1, n_cov=4, n_mean=2, n_train_images=60,
-                                 n_val_images=40, n_test_images=60, stop_epochs=[1], probe_iter=5, probe_Cs=[1.0]),
+                                 n_val_images=40, n_test_images=60, patience=1, probe_iter=5, probe_Cs=[1.0]),
 }
 
 
@@ -43,9 +43,18 @@ def test_live_run_records_what_the_gates_read(live):
         assert all(g["ok"] is not None for g in c["gates"]), c  # a live run records everything its gates need
 
 
-def test_features_early_stopping_from_a_one_point_grid_is_not_testable(live):
-    for c in live["swersky2011_features"]["summary"]["claims"]:
-        assert c["verdict"].startswith("not testable: ") and "no inside" in c["verdict"]
+def test_features_early_stopping_at_the_first_epoch_is_not_testable(live):
+    for c in live["swersky2011_features"]["summary"]["claims"]:  # one epoch: every best epoch is the first
+        assert c["verdict"].startswith("not testable: ") and "best at epoch 1" in c["verdict"]
+
+
+def test_stop_epoch_patience_rule():
+    stop = swersky2011_features.stop_epoch
+    assert stop([1, 2, 3, 4], 3) is None  # still improving
+    assert stop([1, 2, 2, 2, 2], 3) == 5  # three epochs without improvement after the best at 2
+    assert stop([5, 4, 3], 3) is None
+    assert stop([5, 4, 3, 2], 3) == 4
+    assert stop([1, 3, 2, 3.5, 3, 3, 3], 3) == 7
 
 
 def test_swersky_gate_shift_and_lambda_edge_trip_on_a_live_record(live):
@@ -158,3 +167,16 @@ def test_table1_margin_is_relative_to_the_error_rate():
     del old["margin_rel"]  # a first-protocol record: its absolute ±1 point
     eq_old = next(c for c in F.claims(dict(rec, config=old)) if c["id"] == "others-equivalent")
     assert "±1.0 points" in eq_old["rule"]
+
+
+def test_features_train_until_patience_runs_out(tmp_path):
+    ov = dict(TINY["swersky2011_features"], n_seeds=1, n_epochs=4, patience=1)
+    rec = experiments.run("swersky2011_features", "ci", overrides=ov, workdir=tmp_path, progress=False, quiet=True,
+                          only=["SM-s0"])
+    assert rec is None  # one unit of several: no record yet
+    doc = json.loads(next(tmp_path.rglob("SM-s0.json")).read_text())["result"]
+    n, curve = doc["epochs_trained"], doc["val_curve"]
+    assert len(curve) == n and 1 <= n <= 4
+    stop = swersky2011_features.stop_epoch(curve, 1)
+    assert stop == n or (stop is None and n == 4)  # stopped by the rule, or at the budget
+    assert curve[doc["epoch"] - 1] == max(curve)  # the kept snapshot is the best epoch's
