@@ -180,3 +180,15 @@ def test_features_train_until_patience_runs_out(tmp_path):
     stop = swersky2011_features.stop_epoch(curve, 1)
     assert stop == n or (stop is None and n == 4)  # stopped by the rule, or at the budget
     assert curve[doc["epoch"] - 1] == max(curve)  # the kept snapshot is the best epoch's
+
+
+def test_features_learning_rate_selection_by_validation_accuracy(tmp_path):
+    ov = dict(TINY["swersky2011_features"], n_seeds=1, lr_grid=[0.001, 0.01, 0.1], lr_epochs=1)
+    experiments.run("swersky2011_features", "ci", overrides=ov, workdir=tmp_path, progress=False, quiet=True,
+                    only=["lr-*", "SM-s0", "CD-s0"])
+    folder = next(tmp_path.rglob("config.json")).parent
+    for e in ("SM", "CD"):
+        acc = {lr: json.loads((folder / f"{swersky2011.lr_key(e, lr)}.json").read_text())["result"]["val_acc"]
+               for lr in ov["lr_grid"]}
+        got = json.loads((folder / f"{e}-s0.json").read_text())["result"]["lr"]
+        assert acc[got] == max(acc.values())  # the highest validation accuracy, not the lowest

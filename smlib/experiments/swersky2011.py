@@ -246,23 +246,24 @@ def lr_key(estimator: str, lr: float) -> str:
     return unit_key("lr", estimator, f"{lr:.3g}")
 
 
-def selected_lr(cfg: dict, estimator: str, folder) -> float:
-    """The learning rate of ``estimator``: the grid point with the lowest validation MAP error among its
+def selected_lr(cfg: dict, estimator: str, folder, score: str = "val_map_mse", lower_is_better: bool = True) -> float:
+    """The learning rate of ``estimator``: the grid point with the best validation ``score`` among its
     selection units (their results in the work folder ``folder``), or ``cfg["lr"]`` when the grid is empty.
-    A NaN error (training diverged) never wins; the choice at a grid edge is gated in the claims."""
+    A non-finite score (training diverged) never wins; the choice at a grid edge is gated in the claims."""
     if not cfg["lr_grid"]:
         return cfg["lr"]
-    errors = {}
+    scores = {}
     for lr in cfg["lr_grid"]:
         path = Path(folder) / f"{lr_key(estimator, lr)}.json"
         if not path.exists():
             raise RuntimeError(f"{estimator}: the learning-rate selection unit {lr_key(estimator, lr)} has not run; "
                                "run the selection first (--only 'lr-*'), then the other units")
-        err = json.loads(path.read_text())["result"]["val_map_mse"]
-        errors[lr] = err if err is not None and np.isfinite(err) else np.inf
-    if not np.isfinite(min(errors.values())):
+        v = json.loads(path.read_text())["result"][score]
+        ok = v is not None and np.isfinite(v)
+        scores[lr] = (v if lower_is_better else -v) if ok else np.inf
+    if not np.isfinite(min(scores.values())):
         raise RuntimeError(f"{estimator}: every learning rate of the grid {cfg['lr_grid']} diverged; extend the grid down")
-    return min(errors, key=errors.get)
+    return min(scores, key=scores.get)
 
 
 def _planted_gabor_check(cfg) -> dict:

@@ -37,7 +37,7 @@ from smlib._io import atomic_write
 from smlib.experiments import verdicts as V
 from smlib.experiments.records import unit_key
 from smlib.experiments.runner import Experiment, Unit, default_dtype, fit, timing
-from smlib.experiments.swersky2011 import COLORS, objective_for
+from smlib.experiments.swersky2011 import COLORS, lr_key, objective_for, selected_lr
 
 __all__ = ["Swersky2011Features", "ESTIMATORS", "PAPER_ACCURACY", "claims", "plot_table1"]
 
@@ -49,12 +49,13 @@ PAPER_MARGIN_REL = round(1.0 / (100 - sum(v for k, v in PAPER_ACCURACY.items() i
 _COMMON = dict(batch_size=128, patch=8, stride=4, pool=2, keep=0.99, gamma=1.0, optimizer="sgd", momentum=0.0,
                dtype="float32", smd_sigma=1.0, sampler="hmc", n_leapfrog=10, hmc_step=0.05, target_accept=0.9, fast_lr=1e-2,
                fast_decay=0.95, probe_Cs=[0.01, 0.1, 1.0], alpha=0.05,
-               margin_rel=PAPER_MARGIN_REL, learned_margin=1.0, split_seed=0)
+               margin_rel=PAPER_MARGIN_REL, learned_margin=1.0, split_seed=0, lr_epochs=2)
 PRESETS = {
     "ci": dict(_COMMON, n_seeds=2, n_patches=5000, n_epochs=2, n_cov=16, n_mean=8, lr=0.01, probe_iter=100,
-               n_train_images=500, n_val_images=300, n_test_images=500, patience=1),
+               n_train_images=500, n_val_images=300, n_test_images=500, patience=1, lr_grid=[]),
     "paper": dict(_COMMON, n_seeds=5, n_patches=200_000, n_epochs=30, n_cov=64, n_mean=32, lr=3e-4, probe_iter=100,
-                  n_train_images=5000, n_val_images=2000, n_test_images=10_000, patience=3),
+                  n_train_images=5000, n_val_images=2000, n_test_images=10_000, patience=3,
+                  lr_grid=[1e-4, 3e-4, 1e-3]),
 }
 
 
@@ -92,7 +93,9 @@ class Swersky2011Features(Experiment):
     presets = PRESETS
 
     def units(self, cfg):
-        return [Unit(unit_key(e, seed=r), estimator=e, seed=r) for r in range(cfg["n_seeds"]) for e in ESTIMATORS] + [
+        # each estimator's learning rate first, by validation accuracy (empty grid: cfg["lr"] for all)
+        return [Unit(lr_key(e, lr), estimator=e, seed=0, lr=lr, select=True) for e in ESTIMATORS
+                for lr in cfg["lr_grid"]] + [Unit(unit_key(e, seed=r), estimator=e, seed=r) for r in range(cfg["n_seeds"]) for e in ESTIMATORS] + [
             Unit("baselines")]
 
     def setup(self, cfg, device):
@@ -149,6 +152,15 @@ class Swersky2011Features(Experiment):
             with timing("eval"):
                 untrained = self.evaluate_final(ctx, cfg, self.new_model(ctx, cfg, 0))
                 return {"untrained mPoT features": untrained, "whitened patch pixels": self.evaluate_final(ctx, cfg, None)}
+        if unit.get("select"):  # one point of the learning-rate selection: lr_epochs epochs, one probe
+            model = self.new_model(ctx, cfg, unit["seed"])
+            objective, options = objective_for(unit["estimator"], cfg)
+            fit(model, ctx["X"], objective, options=options, n_epochs=cfg["lr_epochs"], batch_size=cfg["batch_size"],
+                optimizer=cfg["optimizer"], lr=unit["lr"], momentum=cfg["momentum"], device=device, seed=unit["seed"],
+                progress=progress, checkpoint=checkpoint, resume=True)
+            with timing("eval"):
+                return {"lr": unit["lr"], "val_acc": 100 * self.probe(ctx, cfg, model, 1.0)}
+        cfg = dict(cfg, lr=selected_lr(cfg, unit["estimator"], checkpoint.parent, "val_acc", lower_is_better=False))
         model = self.new_model(ctx, cfg, unit["seed"])
         best = checkpoint.with_suffix(".best.pt")  # the early-stopping snapshot survives a restart
 
@@ -174,14 +186,14 @@ class Swersky2011Features(Experiment):
         model.load_state_dict(snap["model"])
         with timing("eval"):
             out = self.evaluate_final(ctx, cfg, model)
-        out.update(epoch=snap["epoch"], epochs_trained=len(hist.per_epoch["val_acc"]),
+        out.update(lr=cfg["lr"], epoch=snap["epoch"], epochs_trained=len(hist.per_epoch["val_acc"]),
                    val_curve=[float(a) for a in hist.per_epoch["val_acc"]],
                    train_wall_time_s=hist.wall_time)
         return out
 
     def summarise(self, ctx, cfg, results):
         acc = {e: [results[unit_key(e, seed=r)]["test_acc"] for r in range(cfg["n_seeds"])] for e in ESTIMATORS}
-        summary = {"d": ctx["d"], "accuracy": acc,
+        summary = {"d": ctx["d"], "accuracy": acc, "lr": {e: results[unit_key(e, seed=0)].get("lr") for e in ESTIMATORS},
                    "mean": {e: float(np.mean(v)) for e, v in acc.items()},
                    "std": {e: float(np.std(v, ddof=1)) for e, v in acc.items()},
                    "baselines": {k: v["test_acc"] for k, v in results["baselines"].items()}}
@@ -245,6 +257,18 @@ def claims(record) -> list[dict]:
                      if units[unit_key(e, seed=r)]["epoch"] in (min(cfg["stop_epochs"]), max(cfg["stop_epochs"]))})
         return V.Gate(g.name, g.ok, g.reason + (f" ({', '.join(at)})" if at else ""))
 
+    def lr_gate(estimators):  # a learning rate chosen at its grid's edge may be better outside it
+        grid = cfg.get("lr_grid") or []
+        units = record.get("units") or {}
+        lrs = {e: (units.get(unit_key(e, seed=0)) or {}).get("lr") for e in estimators}
+        if not grid:
+            return V.Gate("grid edge", True, "no learning-rate selection in this configuration (one rate for all)")
+        if None in lrs.values():
+            return V.missing("grid edge", "the selected learning rates")
+        edge = [e for e, lr in lrs.items() if np.isclose(lr, min(grid)) or np.isclose(lr, max(grid))]
+        return V.Gate("grid edge", not edge, f"learning rate at the edge of its grid for {', '.join(edge)}: extend it"
+                      if edge else "every selected learning rate inside its grid")
+
     best = max(S["mean"].values())
     untrained = S["baselines"]["untrained mPoT features"]
     testable = best > untrained + cfg["learned_margin"]
@@ -256,7 +280,8 @@ def claims(record) -> list[dict]:
                    f"one-sided paired t-test AE < X over {cfg['n_seeds']} seeds, Holm over 5 at α = {alpha}; "
                    f"testable only if learned features beat untrained ones by > {cfg['learned_margin']} points",
                    [f"AE − {e}: {worse[e]['mean_diff']:+.2f} pts (p = {worse[e]['p']:.3f})" for e in others] + [note],
-                   V.verdict([rej[e] for e in others], testable=testable), gates=[stop_gate(ESTIMATORS)])]
+                   V.verdict([rej[e] for e in others], testable=testable),
+                   gates=[stop_gate(ESTIMATORS), lr_gate(ESTIMATORS)])]
     pairs = list(itertools.combinations(others, 2))
     if "margin_rel" in cfg:
         margin = round(cfg["margin_rel"] * (100 - float(np.mean([S["mean"][e] for e in others]))), 3)
@@ -276,7 +301,7 @@ def claims(record) -> list[dict]:
                         f"least equivalent {worst[0]}: mean diff {worst[1]['mean_diff']:+.2f}, "
                         f"{100 * (1 - 2 * alpha):.0f}% CI ({worst[1]['ci'][0]:+.2f}, {worst[1]['ci'][1]:+.2f}), "
                         f"p = {worst[1]['p']:.3f}", note],
-                       V.verdict(list(eq.values()), testable=testable), gates=[stop_gate(others), margin_gate]))
+                       V.verdict(list(eq.values()), testable=testable), gates=[stop_gate(others), lr_gate(others), margin_gate]))
     return out
 
 
