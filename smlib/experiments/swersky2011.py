@@ -132,7 +132,7 @@ class Swersky2011(Experiment):
         if unit.get("select"):
             return self.lr_unit(ctx, unit, cfg, checkpoint=checkpoint, device=device, progress=progress)
         cfg = dict(cfg, lr=selected_lr(cfg, unit["estimator"], checkpoint.parent))
-        full = not unit.get("sweep", False)
+        full = True  # every unit denoises, the SMD σ sweep included (issue 22: the sweep carried to denoising)
         ablation = unit.get("ablation")
         data_ = self.split(ctx, cfg, unit["seed"], cfg["ablation_keep"] if ablation == "keep" else None)
         model = self.new_model(data_, cfg, unit["seed"], None if ablation == "free" else "config").to(device)
