@@ -55,3 +55,11 @@ def test_evaluate_equals_plain_evaluation():
     mp = metrics.denoise_map(m, clean + s * eps[1][:n_den], lam, n_steps=10, lr=1.0)
     assert got["map_mse_1"] == pytest.approx(float(metrics.mse(clean, mp)), rel=1e-9)
     assert set(E.evaluate(ctx, cfg, m, False)) == {"reconstruction", "variance", "curvature", "total", "gap_0", "gap_1"}
+
+
+def test_wilson_interval():
+    from smlib.experiments.swersky2011 import wilson_interval
+    lo, hi = wilson_interval(0.0, 64)
+    assert lo == 0.0 and 0.05 < hi < 0.06  # z²/(n + z²) = 3.84/67.84 ≈ 0.057
+    lo, hi = wilson_interval(0.5, 64)
+    assert hi - 0.5 == pytest.approx(0.5 - lo) and 0.11 < hi - 0.5 < 0.13  # ≈ 1.96·√(¼/64)·(1 − small)

@@ -190,7 +190,7 @@ class Swersky2011(Experiment):
 
         A filter whose norm fell below ``verdicts.DEAD_NORM`` of its initial norm is dead and left out
         of the sample (a dead blob scores high on the R² of a fit normalised to its own maximum); the
-        Gabor fraction carries a 95 % binomial interval, ± 1.96·√(f(1 − f)/n).
+        Gabor fraction carries a 95 % Wilson interval (:func:`wilson_interval`).
         """
         side, ch = cfg["patch_size"], 1 if cfg["gray"] else 3
         rng = np.random.default_rng(seed + 2)
@@ -208,7 +208,7 @@ class Swersky2011(Experiment):
             px = ctx["whitener"].dewhiten_filters(M[:, pick]).T.numpy()  # one filter per row, pixels
             stats = metrics.gabor_stats(px, side, ch)
             f, n = stats["frac_gabor"], stats["n"]
-            stats["frac_gabor_ci"] = [max(0.0, f - 1.96 * np.sqrt(f * (1 - f) / n)), min(1.0, f + 1.96 * np.sqrt(f * (1 - f) / n))]
+            stats["frac_gabor_ci"] = wilson_interval(f, n)
             out[f"{name}_gabor"] = stats
             out[f"{name}_show"] = np.round(px[:16], 5).tolist()
         return out
@@ -239,6 +239,14 @@ class Swersky2011(Experiment):
         figs = {"fig1": plot_fig1(record, plt.figure(figsize=(10, 4.2)))}
         figs["filters"] = plot_filters(record, plt.figure(figsize=(10, 3.8)))
         return figs
+
+
+def wilson_interval(f: float, n: int, z: float = 1.96) -> list[float]:
+    r"""Wilson's score interval of a fraction f of n: (f + z²/2n ± z√(f(1 − f)/n + z²/4n²)) / (1 + z²/n).
+    Unlike f ± z√(f(1 − f)/n) it does not collapse to a point at f = 0 or 1 (Wilson 1927)."""
+    den = 1 + z * z / n
+    mid, half = (f + z * z / (2 * n)) / den, z * np.sqrt(f * (1 - f) / n + z * z / (4 * n * n)) / den
+    return [float(max(0.0, mid - half)), float(min(1.0, mid + half))]
 
 
 def lr_key(estimator: str, lr: float) -> str:

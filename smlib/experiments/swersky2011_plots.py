@@ -102,7 +102,8 @@ def _viridis(t):
 
 
 def gabor_table(record) -> str:
-    """Markdown: median R² and fraction Gabor-like of the C and W filters, with the two checks of the measure."""
+    """Markdown: median R² and fraction Gabor-like of the C and W filters (the C fraction with the widest span of
+    its replicates' 95 % intervals, where recorded), with the two checks of the measure."""
     ref = record["summary"]["reference"]
     seeds = record["config"]["seeds"]
     rows = ["| filters of | C: median R² | C: Gabor-like | W: median R² | W: Gabor-like |", "|---|---|---|---|---|"]
@@ -114,7 +115,9 @@ def gabor_table(record) -> str:
     for e in ESTIMATORS:
         f = [record["units"][unit_key(e, seed=s)]["filters"] for s in seeds]
         m = lambda k, q, f=f: np.mean([x[k][q] for x in f])  # noqa: E731
-        rows.append(f"| {e} | {m('C_gabor', 'median_r2'):.2f} | {m('C_gabor', 'frac_gabor'):.2f} | "
+        ci = [x["C_gabor"].get("frac_gabor_ci") for x in f]  # 95 % binomial interval of each replicate
+        ci = f" ({min(c[0] for c in ci):.2f}–{max(c[1] for c in ci):.2f})" if all(ci) else ""
+        rows.append(f"| {e} | {m('C_gabor', 'median_r2'):.2f} | {m('C_gabor', 'frac_gabor'):.2f}{ci} | "
                     f"{m('W_gabor', 'median_r2'):.2f} | {m('W_gabor', 'frac_gabor'):.2f} |")
     return "\n".join(rows)
 
