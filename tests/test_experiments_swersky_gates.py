@@ -192,3 +192,16 @@ def test_features_learning_rate_selection_by_validation_accuracy(tmp_path):
                for lr in ov["lr_grid"]}
         got = json.loads((folder / f"{e}-s0.json").read_text())["result"]["lr"]
         assert acc[got] == max(acc.values())  # the highest validation accuracy, not the lowest
+
+
+def test_ablation_units_run_unconstrained_and_with_fewer_dimensions(tmp_path):
+    ov = dict(TINY["swersky2011"], n_epochs=1, ablations=["free", "keep"], ablation_keep=0.9)
+    experiments.run("swersky2011", "ci", overrides=ov, workdir=tmp_path, progress=False, quiet=True,
+                    only=["SM-s0", "SM-free-s0", "SM-keep-s0"])
+    folder = next(tmp_path.rglob("config.json")).parent
+    res = {k: json.loads((folder / f"{k}.json").read_text())["result"] for k in ("SM-s0", "SM-free-s0", "SM-keep-s0")}
+    assert res["SM-keep-s0"]["reference"]["d"] < res["SM-s0"]["reference"]["d"]  # 90 % of the variance: fewer dims
+    norms = {k: r["filters"]["C_norms"] for k, r in res.items() if k != "SM-keep-s0"}
+    spread = {k: max(v) / min(v) for k, v in norms.items()}
+    assert spread["SM-s0"] == pytest.approx(1.0, abs=1e-3)  # the running common norm: every column the same
+    assert spread["SM-free-s0"] > 1.001  # unconstrained: the columns drift apart
