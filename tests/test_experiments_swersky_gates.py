@@ -205,3 +205,11 @@ def test_ablation_units_run_unconstrained_and_with_fewer_dimensions(tmp_path):
     spread = {k: max(v) / min(v) for k, v in norms.items()}
     assert spread["SM-s0"] == pytest.approx(1.0, abs=1e-3)  # the running common norm: every column the same
     assert spread["SM-free-s0"] > 1.001  # unconstrained: the columns drift apart
+
+
+def test_features_smd_sigma_sweep_units(tmp_path):
+    ov = dict(TINY["swersky2011_features"], smd_sweep=[0.3])
+    rec = experiments.run("swersky2011_features", "ci", overrides=ov, workdir=tmp_path, progress=False, quiet=True)
+    assert rec["summary"]["smd_sweep"]["0.3"] == [rec["units"][f"SMD0.3-s{r}"]["test_acc"] for r in range(2)]
+    params = json.loads(next(tmp_path.rglob("SMD0.3-s1.json")).read_text())["params"]
+    assert params == {"estimator": "SMD", "seed": 1, "sigma": 0.3}

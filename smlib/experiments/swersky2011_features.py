@@ -14,8 +14,12 @@ features can matter: MNIST with the same convolutional protocol.
   positions), averaged over 2×2 blocks of positions (3×3 pooled positions) and concatenated — the
   pooling keeps the linear probe affordable on one CPU core;
 * classifier: multinomial logistic regression on standardised features; the unsupervised
-  training is early-stopped on validation accuracy (probe at C = 1 after selected epochs) and
-  the L2 strength C is chosen on the validation images; the test images are used once;
+  training runs until the validation accuracy (probe at C = 1 after every epoch) has not improved
+  for ``patience`` epochs (at most ``n_epochs``), the best epoch's model is kept, and the L2
+  strength C is chosen on the validation images; the test images are used once;
+* learning rates: each estimator's own, chosen by validation accuracy after ``lr_epochs`` epochs
+  from ``lr_grid`` (units ``lr-<estimator>-<rate>``, run first); SMD's σ sweep (``smd_sweep``) as
+  further units on every seed;
 * ``n_seeds`` paired runs: run r of every estimator starts from the same initialisation and sees
   the same minibatch order, so estimators are compared by paired tests;
 * baselines: the same protocol on the features of the untrained mPoT, and on whitened patch
@@ -52,10 +56,10 @@ _COMMON = dict(batch_size=128, patch=8, stride=4, pool=2, keep=0.99, gamma=1.0, 
                margin_rel=PAPER_MARGIN_REL, learned_margin=1.0, split_seed=0, lr_epochs=2)
 PRESETS = {
     "ci": dict(_COMMON, n_seeds=2, n_patches=5000, n_epochs=2, n_cov=16, n_mean=8, lr=0.01, probe_iter=100,
-               n_train_images=500, n_val_images=300, n_test_images=500, patience=1, lr_grid=[]),
+               n_train_images=500, n_val_images=300, n_test_images=500, patience=1, lr_grid=[], smd_sweep=[]),
     "paper": dict(_COMMON, n_seeds=5, n_patches=200_000, n_epochs=30, n_cov=64, n_mean=32, lr=3e-4, probe_iter=100,
                   n_train_images=5000, n_val_images=2000, n_test_images=10_000, patience=3,
-                  lr_grid=[1e-4, 3e-4, 1e-3]),
+                  lr_grid=[1e-4, 3e-4, 1e-3], smd_sweep=[0.3, 3.0]),
 }
 
 
@@ -94,9 +98,11 @@ class Swersky2011Features(Experiment):
 
     def units(self, cfg):
         # each estimator's learning rate first, by validation accuracy (empty grid: cfg["lr"] for all)
-        return [Unit(lr_key(e, lr), estimator=e, seed=0, lr=lr, select=True) for e in ESTIMATORS
-                for lr in cfg["lr_grid"]] + [Unit(unit_key(e, seed=r), estimator=e, seed=r) for r in range(cfg["n_seeds"]) for e in ESTIMATORS] + [
-            Unit("baselines")]
+        out = [Unit(lr_key(e, lr), estimator=e, seed=0, lr=lr, select=True) for e in ESTIMATORS for lr in cfg["lr_grid"]]
+        out += [Unit(unit_key(e, seed=r), estimator=e, seed=r) for r in range(cfg["n_seeds"]) for e in ESTIMATORS]
+        out += [Unit(unit_key(f"SMD{sig:g}", seed=r), estimator="SMD", seed=r, sigma=sig)  # SMD's σ sweep, every seed
+                for sig in cfg["smd_sweep"] for r in range(cfg["n_seeds"])]
+        return out + [Unit("baselines")]
 
     def setup(self, cfg, device):
         (xtr, ytr), (xte, yte) = data.load_mnist("train"), data.load_mnist("test")
@@ -173,7 +179,7 @@ class Swersky2011Features(Experiment):
                 atomic_write(best, buf.getvalue(), what="early-stopping snapshot")
             return {"val_acc": acc}
 
-        objective, options = objective_for(unit["estimator"], cfg)
+        objective, options = objective_for(unit["estimator"], cfg, unit.get("sigma"))
         per_epoch = math.ceil(len(ctx["X"]) / cfg["batch_size"])
         for n in range(1, cfg["n_epochs"] + 1):  # one epoch per call, resumed, until patience runs out
             hist = fit(model, ctx["X"], objective, options=options, n_epochs=n, batch_size=cfg["batch_size"],
@@ -193,7 +199,9 @@ class Swersky2011Features(Experiment):
 
     def summarise(self, ctx, cfg, results):
         acc = {e: [results[unit_key(e, seed=r)]["test_acc"] for r in range(cfg["n_seeds"])] for e in ESTIMATORS}
-        summary = {"d": ctx["d"], "accuracy": acc, "lr": {e: results[unit_key(e, seed=0)].get("lr") for e in ESTIMATORS},
+        sweep = {f"{sig:g}": [results[unit_key(f"SMD{sig:g}", seed=r)]["test_acc"] for r in range(cfg["n_seeds"])]
+                 for sig in cfg.get("smd_sweep", [])}
+        summary = {"d": ctx["d"], "accuracy": acc, "smd_sweep": sweep, "lr": {e: results[unit_key(e, seed=0)].get("lr") for e in ESTIMATORS},
                    "mean": {e: float(np.mean(v)) for e, v in acc.items()},
                    "std": {e: float(np.std(v, ddof=1)) for e, v in acc.items()},
                    "baselines": {k: v["test_acc"] for k, v in results["baselines"].items()}}
