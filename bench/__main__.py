@@ -23,13 +23,13 @@ import time
 
 import torch
 
-from bench import cases, first_layer, mcmc, sm_vs_dsm
+from bench import cases, first_layer, mcmc, sm_vs_dsm, units
 from smlib import _alloc
 from smlib.book import timing
 from smlib.experiments import records
 
 # in this order: a run stopped by --budget-s keeps the sections before it
-SECTIONS = ("sm_vs_dsm", "exact_sm", "training_loop", "latent", "ensemble", "scaling", "first_layer", "mcmc", "guards")
+SECTIONS = ("sm_vs_dsm", "exact_sm", "training_loop", "latent", "ensemble", "scaling", "first_layer", "mcmc", "guards", "units")
 
 
 def _device(name):
@@ -66,6 +66,7 @@ def run(device, quick, reps, sections, budget_s=None, on_section=None, loop_seco
                                                        [2, 32, 128] if quick else [2, 8, 32, 128, 512]),
         "mcmc": lambda: mcmc.mcmc(device, reps, quick),  # issues 10 and 15
         "guards": lambda: mcmc.guards(device, reps, quick),  # issue 13
+        "units": lambda: units.units(device, max(3, reps // 3)),  # issue 21: short units of the paper presets
     }
     doc = {}
     start = time.perf_counter()
@@ -113,6 +114,7 @@ def targets(doc, device):
     out.extend(first_layer.first_layer_targets(doc))
     out.extend(sm_vs_dsm.sm_vs_dsm_targets(doc))
     out.extend(mcmc.mcmc_targets(doc))
+    out.extend(units.units_targets(doc))
     return out
 
 

@@ -17,7 +17,7 @@ TINY = {
     "swersky2011": dict(n_train=512, n_epochs=2, n_cov=8, n_mean=4, n_test=200, n_val=40, n_denoise=40, n_eval=200,
                         n_gabor=2, map_steps=3, denoise_dense_until=2, smd_sweep=[]),
     "swersky2011_features": dict(n_seeds=2, n_patches=600, n_epochs=1, n_cov=4, n_mean=2, n_train_images=60,
-                                 n_val_images=40, n_test_images=60, stop_epochs=[1], probe_iter=5, probe_Cs=[1.0]),
+                                 n_val_images=40, n_test_images=60, patience=1, probe_iter=5, probe_Cs=[1.0]),
 }
 
 
@@ -43,9 +43,18 @@ def test_live_run_records_what_the_gates_read(live):
         assert all(g["ok"] is not None for g in c["gates"]), c  # a live run records everything its gates need
 
 
-def test_features_early_stopping_from_a_one_point_grid_is_not_testable(live):
-    for c in live["swersky2011_features"]["summary"]["claims"]:
-        assert c["verdict"].startswith("not testable: ") and "no inside" in c["verdict"]
+def test_features_early_stopping_at_the_first_epoch_is_not_testable(live):
+    for c in live["swersky2011_features"]["summary"]["claims"]:  # one epoch: every best epoch is the first
+        assert c["verdict"].startswith("not testable: ") and "best at epoch 1" in c["verdict"]
+
+
+def test_stop_epoch_patience_rule():
+    stop = swersky2011_features.stop_epoch
+    assert stop([1, 2, 3, 4], 3) is None  # still improving
+    assert stop([1, 2, 2, 2, 2], 3) == 5  # three epochs without improvement after the best at 2
+    assert stop([5, 4, 3], 3) is None
+    assert stop([5, 4, 3, 2], 3) == 4
+    assert stop([1, 3, 2, 3.5, 3, 3, 3], 3) == 7
 
 
 def test_swersky_gate_shift_and_lambda_edge_trip_on_a_live_record(live):
@@ -55,7 +64,7 @@ def test_swersky_gate_shift_and_lambda_edge_trip_on_a_live_record(live):
     assert "outside [0.8, 1.25]" in c["verdict"]
     for u in rec["units"].values():
         if "curves" in u:
-            u["curves"]["map_lambda"] = [4.0] * len(u["curves"]["map_lambda"])
+            u["curves"]["map_lambda"] = [rec["config"]["map_lambdas"][-1]] * len(u["curves"]["map_lambda"])  # the last grid point
     c = next(c for c in swersky2011.claims(rec) if c["id"] == "sm-overfits")
     assert "MAP λ at the edge" in c["verdict"]
 
@@ -92,3 +101,115 @@ def test_rules_table_runs_each_rule_on_the_untrained_model_and_a_planted_positiv
     rows = swersky2011.rules_table_rows(_recorded("swersky2011"))
     assert all(len(r) == 3 for r in rows)
     assert [r[2].split(" (")[0] for r in rows] == [V.HOLDS] * len(rows)   # every rule can pass
+
+
+def test_swersky_gate_baselines_trips_when_no_denoiser_beats_the_noisy_input(live):
+    rec = copy.deepcopy(live["swersky2011"])
+    ref = rec["summary"]["reference"]
+    ref["baselines"] = dict(ref["baselines"], zero=1e-6)  # a planted trivial denoiser better than every estimator
+    c = next(c for c in swersky2011.claims(rec) if c["id"] == "sm-overfits")
+    assert c["verdict"].startswith("not testable: ") and "best minimum" in c["verdict"]
+    ref["baselines"] = dict(ref["baselines"], zero=1e6, noisy=[1e6, 1e6])  # every estimator beats both
+    g = [g for c in swersky2011.claims(rec) if c["id"] == "sm-overfits" for g in c["gates"] if g["name"] == "beats baselines"]
+    assert g and all(x["ok"] for x in g)
+
+
+def test_live_record_holds_the_protocol_of_issue_22(live):
+    rec = live["swersky2011"]
+    ref = rec["summary"]["reference"]
+    assert set(ref["variance_ratio"]) == {"test", "denoise", "image_test"}
+    assert set(ref["n_flat"]) >= {"train", "test"} and ref["n_flat"]["train"] >= 0
+    assert {"zero", "noisy", "wiener", "shrink"} <= set(ref["baselines"]) and "img_baselines" in ref
+    c = rec["units"]["SM-s0"]["curves"]
+    assert {"img_mf_mse_0", "img_map_mse_0", "step_mse_0", "val_map_mse"} <= set(c)
+    f = rec["units"]["SM-s0"]["filters"]
+    assert "best_epoch" in f and "frac_gabor_ci" in f["C_gabor"] and "C_n_dead" in f
+    assert rec["config"]["filter_norm"] == "running"
+
+
+def test_learning_rate_selection_runs_first_and_each_estimator_trains_at_its_choice(tmp_path):
+    ov = dict(TINY["swersky2011"], n_epochs=1, lr_grid=[0.001, 0.01, 0.1], lr_epochs=1, smd_sweep=[])
+    rec = experiments.run("swersky2011", "ci", overrides=ov, workdir=tmp_path, progress=False, quiet=True)
+    sel = rec["summary"]["lr_selection"]
+    assert len(sel) == 3 * len(swersky2011.ESTIMATORS)
+    for e in swersky2011.ESTIMATORS:
+        errs = {u["lr"]: u["val_map_mse"] for k, u in sel.items() if k.startswith(f"lr-{e}-")}
+        assert rec["summary"]["lr"][e] == min(errs, key=errs.get)  # the lowest validation error, not the highest
+        assert rec["units"][f"{e}-s0"]["lr"] == rec["summary"]["lr"][e]
+    rec2 = copy.deepcopy(rec)
+    for e in swersky2011.ESTIMATORS:
+        rec2["units"][f"{e}-s0"]["lr"] = 0.1  # planted: every choice at the grid's last point
+    c = next(c for c in swersky2011.claims(rec2) if c["id"] == "sm-overfits")
+    assert "learning rate at the edge" in c["verdict"]
+
+
+def test_selected_lr_refuses_a_missing_selection(tmp_path):
+    cfg = dict(swersky2011.PRESETS["ci"], lr_grid=[0.001, 0.01])
+    with pytest.raises(RuntimeError, match="has not run"):
+        swersky2011.selected_lr(cfg, "SM", tmp_path)
+
+
+def test_table1_margin_is_relative_to_the_error_rate():
+    F = swersky2011_features
+    cfg = dict(F.PRESETS["paper"], n_seeds=5)
+    base = [93.0, 93.2, 92.9, 93.1, 93.05]
+    acc = {e: [a + 0.5 * (i % 2) for a in base] for i, e in enumerate(F.ESTIMATORS)}  # pairs 0.5 points apart
+    acc["AE"] = [a - 5 for a in base]
+    summary = {"accuracy": acc, "mean": {e: float(sum(v) / len(v)) for e, v in acc.items()},
+               "baselines": {"untrained mPoT features": 80.0, "whitened patch pixels": 85.0}}
+    units = {f"{e}-s{r}": {"epoch": 5} for e in F.ESTIMATORS for r in range(5)}
+    rec = {"config": cfg, "summary": summary, "units": units}
+    eq = next(c for c in F.claims(rec) if c["id"] == "others-equivalent")
+    five = [x for e in F.ESTIMATORS if e != "AE" for x in acc[e]]
+    margin = round(F.PAPER_MARGIN_REL * (100 - sum(five) / len(five)), 3)  # ≈ 0.19 points at 6.75 % error
+    assert f"±{margin} points" in eq["rule"] and 0.15 < margin < 0.25 and eq["ungated"] != V.HOLDS
+    old = dict(cfg, margin=1.0)
+    del old["margin_rel"]  # a first-protocol record: its absolute ±1 point
+    eq_old = next(c for c in F.claims(dict(rec, config=old)) if c["id"] == "others-equivalent")
+    assert "±1.0 points" in eq_old["rule"]
+
+
+def test_features_train_until_patience_runs_out(tmp_path):
+    ov = dict(TINY["swersky2011_features"], n_seeds=1, n_epochs=4, patience=1)
+    rec = experiments.run("swersky2011_features", "ci", overrides=ov, workdir=tmp_path, progress=False, quiet=True,
+                          only=["SM-s0"])
+    assert rec is None  # one unit of several: no record yet
+    doc = json.loads(next(tmp_path.rglob("SM-s0.json")).read_text())["result"]
+    n, curve = doc["epochs_trained"], doc["val_curve"]
+    assert len(curve) == n and 1 <= n <= 4
+    stop = swersky2011_features.stop_epoch(curve, 1)
+    assert stop == n or (stop is None and n == 4)  # stopped by the rule, or at the budget
+    assert curve[doc["epoch"] - 1] == max(curve)  # the kept snapshot is the best epoch's
+
+
+def test_features_learning_rate_selection_by_validation_accuracy(tmp_path):
+    ov = dict(TINY["swersky2011_features"], n_seeds=1, lr_grid=[0.001, 0.01, 0.1], lr_epochs=1)
+    experiments.run("swersky2011_features", "ci", overrides=ov, workdir=tmp_path, progress=False, quiet=True,
+                    only=["lr-*", "SM-s0", "CD-s0"])
+    folder = next(tmp_path.rglob("config.json")).parent
+    for e in ("SM", "CD"):
+        acc = {lr: json.loads((folder / f"{swersky2011.lr_key(e, lr)}.json").read_text())["result"]["val_acc"]
+               for lr in ov["lr_grid"]}
+        got = json.loads((folder / f"{e}-s0.json").read_text())["result"]["lr"]
+        assert acc[got] == max(acc.values())  # the highest validation accuracy, not the lowest
+
+
+def test_ablation_units_run_unconstrained_and_with_fewer_dimensions(tmp_path):
+    ov = dict(TINY["swersky2011"], n_epochs=1, ablations=["free", "keep"], ablation_keep=0.9)
+    experiments.run("swersky2011", "ci", overrides=ov, workdir=tmp_path, progress=False, quiet=True,
+                    only=["SM-s0", "SM-free-s0", "SM-keep-s0"])
+    folder = next(tmp_path.rglob("config.json")).parent
+    res = {k: json.loads((folder / f"{k}.json").read_text())["result"] for k in ("SM-s0", "SM-free-s0", "SM-keep-s0")}
+    assert res["SM-keep-s0"]["reference"]["d"] < res["SM-s0"]["reference"]["d"]  # 90 % of the variance: fewer dims
+    norms = {k: r["filters"]["C_norms"] for k, r in res.items() if k != "SM-keep-s0"}
+    spread = {k: max(v) / min(v) for k, v in norms.items()}
+    assert spread["SM-s0"] == pytest.approx(1.0, abs=1e-3)  # the running common norm: every column the same
+    assert spread["SM-free-s0"] > 1.001  # unconstrained: the columns drift apart
+
+
+def test_features_smd_sigma_sweep_units(tmp_path):
+    ov = dict(TINY["swersky2011_features"], smd_sweep=[0.3])
+    rec = experiments.run("swersky2011_features", "ci", overrides=ov, workdir=tmp_path, progress=False, quiet=True)
+    assert rec["summary"]["smd_sweep"]["0.3"] == [rec["units"][f"SMD0.3-s{r}"]["test_acc"] for r in range(2)]
+    params = json.loads(next(tmp_path.rglob("SMD0.3-s1.json")).read_text())["params"]
+    assert params == {"estimator": "SMD", "seed": 1, "sigma": 0.3}

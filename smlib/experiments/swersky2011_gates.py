@@ -18,9 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from smlib.experiments import verdicts as V
+from smlib.experiments.records import unit_key
 from smlib.experiments.swersky2011_plots import curves_of
 
-__all__ = ["controls", "dead", "improved", "map_lambda", "median_se", "noise", "replicate_se", "shift"]
+__all__ = ["baselines", "lr_edge", "controls", "dead", "improved", "map_lambda", "median_se", "noise", "replicate_se", "shift"]
 
 
 def shift(record, key: str = "test") -> V.Gate:
@@ -32,7 +33,7 @@ def shift(record, key: str = "test") -> V.Gate:
 def map_lambda(record, estimators) -> V.Gate:
     """λ selected by validation error at every denoised epoch of ``estimators``: none at the grid's edge."""
     lam = [v for e in estimators for s in record["config"]["seeds"]
-           for v in record["units"][f"{e}-s{s}"]["curves"]["map_lambda"]]
+           for v in record["units"][unit_key(e, seed=s)]["curves"]["map_lambda"]]
     g = V.grid_edge(lam, record["config"]["map_lambdas"], "MAP λ")
     return V.Gate(g.name, g.ok, f"{'/'.join(estimators)}: {g.reason}")
 
@@ -54,7 +55,7 @@ def improved(record, estimators, keys=("mf_mse", "map_mse")) -> V.Gate:
 def _norms(record, e, s, name):
     """(final, initial) filter norms of one unit: recorded ones, else — for the first seed only, whose
     untrained filters the record keeps — the 16 displayed filters, dewhitened (a proxy, said so)."""
-    f = record["units"][f"{e}-s{s}"]["filters"]
+    f = record["units"][unit_key(e, seed=s)]["filters"]
     if f"{name}_norms" in f:
         return f[f"{name}_norms"], f[f"{name}_norms0"], "all"
     untrained = record["summary"]["reference"].get("untrained")
@@ -71,7 +72,7 @@ def dead(record, estimators, name: str = "C") -> V.Gate:
         for s in record["config"]["seeds"]:
             n, n0, which = _norms(record, e, s, name)
             if n is None:
-                unknown.append(f"{e}-s{s}")
+                unknown.append(unit_key(e, seed=s))
                 continue
             g = V.dead_units(n, n0, f"{name} filters ({which})")
             if not g.ok:
@@ -110,3 +111,31 @@ def controls(rule, untrained, planted, what: str = "rule") -> V.Gate:
     """The rule (a function of one set of numbers) on the untrained model's and a planted positive's."""
     return V.controls(None if untrained is None else bool(rule(untrained)), None if planted is None else bool(rule(planted)),
                       what)
+
+
+def baselines(record, mins: dict) -> V.Gate:
+    """A denoising ranking reads signal only where the best estimator's minimum beats the trivial denoisers:
+    predicting zero and returning the noisy input (region test set, mean over noise draws). ``mins``:
+    ``{denoiser label: {estimator: minima over epochs ≥ 1}}``; one gate over all the denoisers given."""
+    b = record["summary"]["reference"].get("baselines")
+    if b is None:
+        return V.missing("beats baselines", "the baselines (predict zero, noisy input)")
+    trivial = min(b["zero"], float(np.mean(b["noisy"])))
+    fails = {what: min(float(np.mean(v)) for v in m.values()) for what, m in mins.items()}
+    fails = {what: best for what, best in fails.items() if not best < trivial}
+    ref = f"the better of predict-zero ({b['zero']:.4f}) and the noisy input ({np.mean(b['noisy']):.4f})"
+    return V.Gate("beats baselines", not fails, "; ".join(f"{w}: best minimum {v:.4f} ≥ {ref}" for w, v in fails.items())
+                  if fails else f"every denoiser's best minimum < {ref}")
+
+
+def lr_edge(record, estimators) -> V.Gate:
+    """The learning rate selected for each of ``estimators`` (validation MAP error) inside its grid."""
+    grid = record["config"].get("lr_grid") or []
+    if not grid:
+        return V.Gate("grid edge", True, "no learning-rate selection in this configuration (one rate for all)")
+    lrs = {e: record["units"][unit_key(e, seed=record["config"]["seeds"][0])].get("lr") for e in estimators}
+    if None in lrs.values():
+        return V.missing("grid edge", "the selected learning rates")
+    edge = [e for e, lr in lrs.items() if np.isclose(lr, min(grid)) or np.isclose(lr, max(grid))]
+    return V.Gate("grid edge", not edge, f"learning rate at the edge of its grid {min(grid):.3g}…{max(grid):.3g} for "
+                  f"{', '.join(edge)}: extend the grid" if edge else "every selected learning rate inside its grid")

@@ -6,10 +6,11 @@ import numpy as np
 import torch
 
 from smlib import plotting
+from smlib.experiments.records import unit_key
 from smlib.experiments.runner import unit_times
 
 __all__ = ["ESTIMATORS", "COLORS", "curves_of", "plot_fig1", "plot_filters", "plot_smd_sigma", "gabor_table",
-           "timing_note"]
+           "denoising_table", "timing_note"]
 
 ESTIMATORS = ("SM", "SMD", "CD", "PCD", "FPCD", "AE")
 COLORS = dict(SM="C0", SMD="C1", CD="C2", PCD="C3", FPCD="C4", AE="C5")
@@ -19,7 +20,7 @@ def curves_of(record, estimator, seed=None, key="gap"):
     seeds = record["config"]["seeds"] if seed is None else [seed]
     out = []
     for s in seeds:
-        c = record["units"][f"{estimator}-s{s}"]["curves"]
+        c = record["units"][unit_key(estimator, seed=s)]["curves"]
         reps = sorted(k for k in c if k.startswith(key + "_"))
         out += [c[k] for k in reps] if reps else [c[key]]
     return out
@@ -30,7 +31,7 @@ def plot_fig1(record, fig, title=None):
     seed = record["config"]["seeds"][0]
     axes = fig.subplots(2, 3)
     for ax, name, letter in zip(axes[0], ["SM", "SMD", "AE"], "abc"):
-        c = record["units"][f"{name}-s{seed}"]["curves"]
+        c = record["units"][unit_key(name, seed=seed)]["curves"]
         for key, style in [("reconstruction", "-"), ("variance", "--"), ("curvature", ":"), ("total", "-")]:
             ax.plot(c[key], style, lw=2.2 if key == "total" else 1.2, color="k" if key == "total" else None, label=key)
         ax.set_title(f"({letter}) {name}: Theorem-1 terms", fontsize=9)
@@ -43,8 +44,11 @@ def plot_fig1(record, fig, title=None):
             at = np.flatnonzero(np.isfinite(mean))  # the denoisers are not evaluated at every epoch
             ax.plot(at, mean[at], color=COLORS[name], label=name, marker="o", ms=2)
         ax.set_title(f"({letter}) {label}", fontsize=9)
-        if key != "gap":
+        if key != "gap":  # the baselines: ṽ/(1+σ²) (= Wiener on training statistics), and where recorded zero and noisy
             ax.axhline(np.mean(ref["mse_shrink"]), color="grey", lw=0.8, ls="--")
+            for name, ls in (("zero", ":"), ("noisy", "-.")):
+                if "baselines" in ref:
+                    ax.axhline(np.mean(ref["baselines"][name]), color="grey", lw=0.8, ls=ls)
     axes[1, 0].legend(fontsize=7, ncol=2)
     for ax in axes.flat:
         ax.tick_params(labelsize=7)
@@ -62,7 +66,7 @@ def plot_filters(record, fig):
     tile = (side, side) if cfg["gray"] else (side, side, 3)
     axes = fig.subplots(2, len(ESTIMATORS))
     for j, name in enumerate(ESTIMATORS):
-        f = record["units"][f"{name}-s{seed}"]["filters"]
+        f = record["units"][unit_key(name, seed=seed)]["filters"]
         for i, key in enumerate(("W", "C")):
             px = torch.tensor(f[f"{key}_show"])
             if not cfg["gray"]:  # channel-first rows -> image layout
@@ -82,7 +86,7 @@ def plot_smd_sigma(record, ax):
                 label=name if name == "SM" else f"SMD σ={cfg['smd_sigma']:g} (main run)")
     sweep = cfg["smd_sweep"]
     for i, sig in enumerate(sweep):
-        c = record["units"][f"SMD{sig:g}-s{seed}"]["curves"]
+        c = record["units"][unit_key(f"SMD{sig:g}", seed=seed)]["curves"]
         gaps = [c[k] for k in sorted(c) if k.startswith("gap_")]
         ax.plot(np.mean(gaps, 0), ls="--", color=_viridis(0.85 * i / max(1, len(sweep) - 1)), label=f"SMD σ={sig:g}")
     ax.set_xlabel("epoch")
@@ -98,7 +102,8 @@ def _viridis(t):
 
 
 def gabor_table(record) -> str:
-    """Markdown: median R² and fraction Gabor-like of the C and W filters, with the two checks of the measure."""
+    """Markdown: median R² and fraction Gabor-like of the C and W filters (the C fraction with the widest span of
+    its replicates' 95 % intervals, where recorded), with the two checks of the measure."""
     ref = record["summary"]["reference"]
     seeds = record["config"]["seeds"]
     rows = ["| filters of | C: median R² | C: Gabor-like | W: median R² | W: Gabor-like |", "|---|---|---|---|---|"]
@@ -108,10 +113,32 @@ def gabor_table(record) -> str:
     rows.append(f"| untrained initialisation (control) | {u['C_gabor']['median_r2']:.2f} | {u['C_gabor']['frac_gabor']:.2f}"
                 f" | {u['W_gabor']['median_r2']:.2f} | {u['W_gabor']['frac_gabor']:.2f} |")
     for e in ESTIMATORS:
-        f = [record["units"][f"{e}-s{s}"]["filters"] for s in seeds]
+        f = [record["units"][unit_key(e, seed=s)]["filters"] for s in seeds]
         m = lambda k, q, f=f: np.mean([x[k][q] for x in f])  # noqa: E731
-        rows.append(f"| {e} | {m('C_gabor', 'median_r2'):.2f} | {m('C_gabor', 'frac_gabor'):.2f} | "
+        ci = [x["C_gabor"].get("frac_gabor_ci") for x in f]  # 95 % binomial interval of each replicate
+        ci = f" ({min(c[0] for c in ci):.2f}–{max(c[1] for c in ci):.2f})" if all(ci) else ""
+        rows.append(f"| {e} | {m('C_gabor', 'median_r2'):.2f} | {m('C_gabor', 'frac_gabor'):.2f}{ci} | "
                     f"{m('W_gabor', 'median_r2'):.2f} | {m('W_gabor', 'frac_gabor'):.2f} |")
+    return "\n".join(rows)
+
+
+def denoising_table(record) -> str:
+    """Markdown: each estimator's minimum over epochs ≥ 1 (mean over replicates) with each denoiser, on the
+    region test set and the held-out photographs, its untrained model (epoch 0) in brackets, and the baselines."""
+    ref = record["summary"]["reference"]
+    cols = [(c, k) for c in ("", "img_") for k in ("mf_mse", "step_mse", "map_mse")
+            if f"{c}{k}_0" in record["units"][unit_key("SM", seed=record["config"]["seeds"][0])]["curves"]]
+    name = {"mf_mse": "MF", "step_mse": "one-step", "map_mse": "MAP", "": "region", "img_": "photos"}
+    rows = ["| | " + " | ".join(f"{name[k]} ({name[c]})" for c, k in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for e in ESTIMATORS:
+        cells = []
+        for c, k in cols:
+            reps = curves_of(record, e, key=c + k)
+            cells.append(f"{np.mean([np.nanmin(r[1:]) for r in reps]):.3f} ({np.mean([r[0] for r in reps]):.3f})")
+        rows.append(f"| {e} | " + " | ".join(cells) + " |")
+    for b in ("zero", "noisy", "shrink", "wiener"):
+        if "baselines" in ref:
+            rows.append(f"| baseline: {b} | " + " | ".join(f"{np.mean(ref[c + 'baselines'][b]):.3f}" for c, _ in cols) + " |")
     return "\n".join(rows)
 
 
