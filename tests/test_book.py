@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,20 @@ def test_every_parameter_is_seen_by_papermill(path):
     assigned = {t.id for node in ast.parse(tagged[0].source).body if isinstance(node, (ast.Assign, ast.AnnAssign))
                 for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
     assert set(chapter_parameters(path)) == assigned
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_round_trips_through_a_notebook(path):
+    """What `make lab` does to a chapter: .md -> notebook (.ipynb JSON) -> .md in the configured format.
+
+    Opening a chapter in JupyterLab and saving it must not rewrite the file; jupytext stamps its own
+    version into the header, so that one value is compared as the installed version.
+    """
+    import nbformat
+
+    fmt = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["jupytext"]["formats"]
+    text = path.read_text()
+    nb = nbformat.reads(nbformat.writes(jupytext.reads(text, fmt=fmt)), as_version=4)
+    back = jupytext.writes(nb, fmt=fmt)
+    expected = re.sub(r"jupytext_version: \S+", f"jupytext_version: {jupytext.__version__}", text)
+    assert back == expected, "the chapter is not in jupytext's own form: run its writer over it"

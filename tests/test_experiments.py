@@ -19,7 +19,7 @@ TINY = {
     "swersky2011": dict(n_train=512, n_epochs=2, n_cov=8, n_mean=4, n_test=200, n_val=40, n_denoise=40, n_eval=200,
                         n_gabor=2, map_steps=3, denoise_dense_until=2, smd_sweep=[]),
     "swersky2011_features": dict(n_seeds=2, n_patches=600, n_epochs=1, n_cov=4, n_mean=2, n_train_images=60,
-                                 n_val_images=40, n_test_images=60, stop_epochs=[1], probe_iter=5, probe_Cs=[1.0]),
+                                 n_val_images=40, n_test_images=60, patience=1, probe_iter=5, probe_Cs=[1.0]),
 }
 
 

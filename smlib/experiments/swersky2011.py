@@ -53,7 +53,7 @@ __all__ = ["Swersky2011", "ESTIMATORS", "COLORS", "claims", "objective_for", "cu
 
 _COMMON = dict(batch_size=128, patch_size=16, gray=False, keep=0.99, gamma=1.0, optimizer="sgd", momentum=0.0,
                dtype="float32", smd_sigma=1.0, noise_std=1.0, sampler="hmc", n_leapfrog=10, hmc_step=0.05,
-               target_accept=0.9, fast_lr=1e-2, fast_decay=0.95, map_lambdas=[0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+               target_accept=0.9, step_rule="reject_target", target_reject=0.1, fast_lr=1e-2, fast_decay=0.95, map_lambdas=[0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
                tol=0.01, sources=["skimage", "skimage_jpeg", "sklearn"], n_test_images=2, split_seed=0, block=32,
                drop_flat=0.01, filter_norm="running", ablation_keep=0.973, lr_epochs=10)
 PRESETS = {
@@ -71,10 +71,12 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 def objective_for(name: str, cfg: dict, sigma: float | None = None):
     """The `fit` objective and options of an estimator name (the chapter's estimator table)."""
-    # HMC: Ranzato's code held the rejection rate near 10 % (20 leapfrog steps); here the running step-size
-    # adaptation of the MCMC estimators targets a mean acceptance of ``target_accept`` = 0.9, with 10 steps
+    # HMC: Ranzato's code held the rejection rate near 10 % with his running rule (ε ×1.01 / ×0.99 per
+    # transition, 20 leapfrog steps); step_rule="reject_target" is that rule, with 10 leapfrog steps here.
+    # (A config without step_rule, e.g. a first record's, meant Robbins–Monro towards target_accept.)
     mcmc = dict(sampler=cfg["sampler"], n_leapfrog=cfg["n_leapfrog"], step_size=cfg["hmc_step"], adapt=True,
-                target_accept=cfg["target_accept"])
+                target_accept=cfg["target_accept"], step_rule=cfg.get("step_rule", "robbins_monro"),
+                target_reject=cfg.get("target_reject", 0.1))
     return {
         "SM": ("sm", {}),
         "SMD": ("dsm", {"sigma": cfg["smd_sigma"] if sigma is None else sigma}),

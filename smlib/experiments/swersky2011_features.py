@@ -51,7 +51,8 @@ PAPER_ACCURACY = dict(CD=64.6, PCD=64.7, FPCD=65.5, SM=65.0, SMD=64.7, AE=57.6) 
 PAPER_MARGIN_REL = round(1.0 / (100 - sum(v for k, v in PAPER_ACCURACY.items() if k != "AE") / 5), 4)
 
 _COMMON = dict(batch_size=128, patch=8, stride=4, pool=2, keep=0.99, gamma=1.0, optimizer="sgd", momentum=0.0,
-               dtype="float32", smd_sigma=1.0, sampler="hmc", n_leapfrog=10, hmc_step=0.05, target_accept=0.9, fast_lr=1e-2,
+               dtype="float32", smd_sigma=1.0, sampler="hmc", n_leapfrog=10, hmc_step=0.05, target_accept=0.9,
+               step_rule="reject_target", target_reject=0.1, fast_lr=1e-2,
                fast_decay=0.95, probe_Cs=[0.01, 0.1, 1.0], alpha=0.05,
                margin_rel=PAPER_MARGIN_REL, learned_margin=1.0, split_seed=0, lr_epochs=2)
 PRESETS = {
