@@ -91,6 +91,18 @@ class _Exact:
         return self.q(sigma)  # a GaussianMixture has energy(x) and score(x)
 
 
+def fit_with_loss(model, x, objective, options, zero, cfg, *, device, seed, progress, checkpoint) -> dict:
+    """Train one unit's model (checkpointed, resumable) and summarise its loss: the mean of the last tenth
+    of the logged losses beside ``zero``, the loss of the zero score (what the gates compare it with)."""
+    hist = train.fit(model, x, objective, options=options, n_steps=cfg["n_steps"], batch_size=cfg["batch_size"],
+                     lr=cfg["lr"], device=device, seed=seed, progress=progress, log_every=max(1, cfg["n_steps"] // 100),
+                     checkpoint=checkpoint, checkpoint_every=max(1, cfg["n_steps"] // 10), resume=True)
+    tail = hist["loss"][-max(1, len(hist["loss"]) // 10):]
+    return {"loss": {"final": float(np.mean(tail)), "zero_score_level": zero, "step": list(hist.steps),
+                     "loss": list(hist["loss"])},
+            "train_wall_time_s": hist.wall_time}
+
+
 def ladder(cfg, ds):
     return geometric_sigmas(cfg[f"{ds}_sigma_max"], cfg["sigma_min"], cfg["n_levels"])
 
@@ -222,14 +234,8 @@ class Multiscale(Experiment):
             else:
                 objective, options = MultiScaleDSM(sigmas=ladder(cfg, ds)), None
                 zero = p.dim / 2  # λ = σ²: ½E‖ε‖² for s = 0
-            hist = train.fit(model, ctx["train"][ds], objective, options=options, n_steps=cfg["n_steps"],
-                             batch_size=cfg["batch_size"], lr=cfg["lr"], device=device, seed=seed, progress=progress,
-                             log_every=max(1, cfg["n_steps"] // 100), checkpoint=checkpoint,
-                             checkpoint_every=max(1, cfg["n_steps"] // 10), resume=True)
-            tail = hist["loss"][-max(1, len(hist["loss"]) // 10):]
-            out["loss"] = {"final": float(np.mean(tail)), "zero_score_level": zero, "step": list(hist.steps),
-                           "loss": list(hist["loss"])}
-            out["train_wall_time_s"] = hist.wall_time
+            out.update(fit_with_loss(model, ctx["train"][ds], objective, options, zero, cfg, device=device, seed=seed,
+                                     progress=progress, checkpoint=checkpoint))
             model = m64()
         samples = self.draw(ctx, cfg, ds, model, kind, seed, progress=progress)
         if "mala_accept" in samples:

@@ -30,8 +30,9 @@ import copy
 import numpy as np
 import torch
 
-from smlib import data, models, samplers, train
+from smlib import data, models, samplers
 from smlib.experiments import verdicts as V
+from smlib.experiments.multiscale import fit_with_loss
 from smlib.experiments.runner import Experiment, Unit, default_dtype
 from smlib.metrics import classifier as C
 from smlib.models.noise_conditional import sigma_column
@@ -167,14 +168,8 @@ class MultiscaleMnist(Experiment):
         out = {"untrained": sample_metrics(ctx, self.draw(cfg, cpu(), kind, seed, untrained=True))}
         sigmas = ladder(cfg) if kind == "multi" else (cfg["sigma_single"],)
         zero = d / 2  # λ = σ²: ½E‖ε‖², the loss of s = 0 at every level
-        hist = train.fit(model, ctx["train"], MultiScaleDSM(sigmas=sigmas), n_steps=cfg["n_steps"],
-                         batch_size=cfg["batch_size"], lr=cfg["lr"], device=device, seed=seed, progress=progress,
-                         log_every=max(1, cfg["n_steps"] // 100), checkpoint=checkpoint,
-                         checkpoint_every=max(1, cfg["n_steps"] // 10), resume=True)
-        tail = hist["loss"][-max(1, len(hist["loss"]) // 10):]
-        out["loss"] = {"final": float(np.mean(tail)), "zero_score_level": zero, "step": list(hist.steps),
-                       "loss": list(hist["loss"])}
-        out["train_wall_time_s"] = hist.wall_time
+        out.update(fit_with_loss(model, ctx["train"], MultiScaleDSM(sigmas=sigmas), None, zero, cfg, device=device,
+                                 seed=seed, progress=progress, checkpoint=checkpoint))
         x = self.draw(cfg, cpu(), kind, seed, progress=progress)
         out["samples"] = sample_metrics(ctx, x)
         if seed == cfg["seeds"][0]:
