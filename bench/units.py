@@ -24,14 +24,12 @@ import json
 import math
 import tempfile
 import time
-import types
 from pathlib import Path
 
 import torch
 
 from bench.mcmc import _update
 from smlib import data, objectives
-from smlib import train as _train
 from smlib.book.timing import time_group
 from smlib.experiments import deen_mnist, runner, swersky2011
 
@@ -103,17 +101,7 @@ def units(device, reps) -> list[dict]:
             exp = _EXPERIMENTS[name]()
             cfg = runner.resolve(exp, "paper", overrides)
             paper = runner.resolve(exp, "paper")
-            if name == "deen_mnist" and deen_mnist.train is _train:
-                # deen_mnist trains through smlib.train.fit, which the unit's clock does not see; the bench
-                # routes that one call through runner.fit (the same fit, timed) for this run only
-                deen_mnist.train = types.SimpleNamespace(fit=runner.fit)
-                try:
-                    t = _unit_time(exp, key, overrides, tmp)
-                finally:
-                    deen_mnist.train = _train
-                note = "timed by routing deen_mnist's train.fit through runner.fit"
-            else:
-                t = _unit_time(exp, key, overrides, tmp)
+            t = _unit_time(exp, key, overrides, tmp)
             if name == "swersky2011":
                 updates = cfg["n_epochs"] * math.ceil(cfg["n_train"] / cfg["batch_size"])
                 step_ms, full_s, light_s = _swersky_step_and_eval(key.split("-")[0], cfg, reps)

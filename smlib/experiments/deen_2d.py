@@ -32,9 +32,10 @@ import copy
 import numpy as np
 import torch
 
-from smlib import data, metrics, models, train
+from smlib import data, metrics, models
 from smlib.experiments import verdicts as V
 from smlib.experiments.deen_2d_claims import DATASETS, claims, mode_weights
+from smlib.experiments import runner
 from smlib.experiments.runner import Experiment, Unit, default_dtype
 
 __all__ = ["Deen2D", "DATASETS", "CD_VARIANTS", "cd_optimizer", "claims", "mode_weights", "plot_fig1", "plot_curl", "plot_cd"]
@@ -197,7 +198,7 @@ class Deen2D(Experiment):
             start = {"step": 0, **self.kl(ctx, cfg, model, ds), "modes": self.modes(ctx, cfg, model, ds)}
             callback = lambda m, step, epoch, history: self.kl(ctx, cfg, m, ds)  # noqa: E731
         theta0 = [p.detach().cpu().clone() for p in model.parameters()]  # for the θ-moved gate
-        history = train.fit(model, ctx["train"][ds], objective, options=options, n_steps=cfg["n_steps"],
+        history = runner.fit(model, ctx["train"][ds], objective, options=options, n_steps=cfg["n_steps"],
                             batch_size=cfg["batch_size"], device=device, seed=seed, progress=progress,
                             log_every=max(1, cfg["n_steps"] // 200), checkpoint=checkpoint,
                             checkpoint_every=cfg["eval_every"], resume=True, callback=callback,

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from smlib import metrics, train
+from smlib import metrics
+from smlib.experiments import runner
 
 __all__ = ["Warmup", "valid_pairs", "valid_loss", "select_lr", "train_seed", "selection_of"]
 
@@ -79,7 +80,7 @@ def _fit(model, x_train, sigma, cfg, lr, seed, n_steps, pairs, checkpoint, devic
                 torch.save(best, best_path)
         return {"val_loss": v}
 
-    history = train.fit(model, x_train, "dsm", options={"sigma": sigma}, n_steps=n_steps, batch_size=cfg["batch_size"],
+    history = runner.fit(model, x_train, "dsm", options={"sigma": sigma}, n_steps=n_steps, batch_size=cfg["batch_size"],
                         optimizer="adam", lr=lr, lr_schedule=Warmup(cfg["warmup"]), grad_clip=cfg["grad_clip"],
                         device=device, seed=seed, progress=progress, log_every=cfg["log_every"], checkpoint=checkpoint,
                         checkpoint_every=cfg["checkpoint_every"], resume=True, callback=callback,

@@ -34,8 +34,9 @@ import copy
 import numpy as np
 import torch
 
-from smlib import data, models, samplers, train
+from smlib import data, models, samplers
 from smlib.experiments import verdicts as V
+from smlib.experiments import runner
 from smlib.experiments.runner import Experiment, Unit, default_dtype
 from smlib.objectives.multiscale import MultiScaleDSM, geometric_sigmas
 from smlib.scores import score as score_of
@@ -94,7 +95,7 @@ class _Exact:
 def fit_with_loss(model, x, objective, options, zero, cfg, *, device, seed, progress, checkpoint) -> dict:
     """Train one unit's model (checkpointed, resumable) and summarise its loss: the mean of the last tenth
     of the logged losses beside ``zero``, the loss of the zero score (what the gates compare it with)."""
-    hist = train.fit(model, x, objective, options=options, n_steps=cfg["n_steps"], batch_size=cfg["batch_size"],
+    hist = runner.fit(model, x, objective, options=options, n_steps=cfg["n_steps"], batch_size=cfg["batch_size"],
                      lr=cfg["lr"], device=device, seed=seed, progress=progress, log_every=max(1, cfg["n_steps"] // 100),
                      checkpoint=checkpoint, checkpoint_every=max(1, cfg["n_steps"] // 10), resume=True)
     tail = hist["loss"][-max(1, len(hist["loss"]) // 10):]
