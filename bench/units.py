@@ -79,8 +79,8 @@ def _swersky_step_and_eval(objective_name, cfg, reps):
 
 def _deen_step(cfg, reps):
     x = data.load_mnist("train")[0][:2048]
-    model = deen_mnist.make_model("DEEN", cfg, x, cfg["sigma"])
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    model = deen_mnist.make_model("DEEN", cfg, x, cfg["sigma"], seed=0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)  # the step's time does not depend on the rate
     loss = objectives.make("dsm", sigma=cfg["sigma"])
     xb = x[: cfg["batch_size"]]
 
