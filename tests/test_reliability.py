@@ -124,7 +124,7 @@ def test_bad_arguments_name_the_argument(kw, exc, match):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_cuda_without_a_gpu_is_a_value_error():
-    with pytest.raises(ValueError, match="no CUDA device is available"):
+    with pytest.raises(ValueError, match="device 'cuda': CUDA is not available"):
         train.fit(mlp(), data2d(), "dsm", options={"sigma": 0.3}, n_steps=1, device="cuda", progress=False)
 
 

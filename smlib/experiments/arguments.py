@@ -7,6 +7,8 @@ import os
 import shlex
 from pathlib import Path
 
+from smlib.train.setup import resolve_device
+
 __all__ = ["work_dir", "check_device", "command_line"]
 
 
@@ -24,24 +26,12 @@ def work_dir(workdir=None, option: str = "workdir") -> Path:
 
 
 def check_device(device, option: str = "device") -> str:
-    """``device`` as a string if it exists here (cpu, cuda, cuda:N, mps); ValueError naming ``option`` otherwise."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"{option} {device!r} is not a device; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
-            raise ValueError(f"{option} {device!r}: CUDA is not available on this machine ({why}); use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"{option} {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(f"{option} {device!r}: MPS is not available on this machine")
-    elif dev.type != "cpu":
-        raise ValueError(f"{option} {device!r}: the experiments run on cpu, cuda, cuda:N or mps")
+    """``device`` as given if `fit` can train on it here (cpu, cuda, cuda:N): the check `fit` makes
+    (`smlib.train.setup.resolve_device`), run before any set-up; ValueError naming ``option`` otherwise.
+    ``"auto"`` is refused: a record names the device its units ran on."""
+    if device == "auto":
+        raise ValueError(f"{option} 'auto' would leave the record's device open; give cpu, cuda or cuda:N")
+    resolve_device(device, option)
     return str(device)
 
 

@@ -15,25 +15,27 @@ from smlib.train.config import OPTIMIZERS, SCHEDULES
 __all__ = ["resolve_device", "make_optimizer", "make_schedule", "capturable", "OPTIMIZERS", "SCHEDULES"]
 
 
-def resolve_device(device) -> torch.device:
+def resolve_device(device, option: str = "device") -> torch.device:
     """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a torch.device.
 
-    A device that is not available here is a ValueError that says so (e.g. ``"cuda"`` without a
-    GPU, ``"cuda:3"`` with two GPUs); the ``meta`` device holds no data and cannot train.
+    A device that is not available here is a ValueError that names ``option`` and says why (e.g.
+    ``"cuda"`` without a GPU, ``"cuda:3"`` with two GPUs); the ``meta`` device holds no data and
+    cannot train. The experiment runner checks ``--device`` with this before any set-up.
     """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+        raise ValueError(f"{option} {device!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but no CUDA device is available here (use 'cpu' or 'auto')")
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+            raise ValueError(f"{option} {device!r}: CUDA is not available on this machine ({why}); use 'cpu'")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise ValueError(f"{option} {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     elif dev.type != "cpu":
-        raise ValueError(f"device {device!r} cannot train a model here; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        raise ValueError(f"{option} {device!r} cannot train a model here; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     return dev
 
 
