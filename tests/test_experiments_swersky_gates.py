@@ -11,18 +11,10 @@ import pytest
 from smlib import experiments
 from smlib.experiments import swersky2011, swersky2011_features
 from smlib.experiments import verdicts as V
+from helpers import TINY_SWERSKY, is_verdict  # tests/ is on sys.path (pyproject: pythonpath)
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = {
-    "swersky2011": dict(n_train=512, n_epochs=2, n_cov=8, n_mean=4, n_test=200, n_val=40, n_denoise=40, n_eval=200,
-                        n_gabor=2, map_steps=3, denoise_dense_until=2, smd_sweep=[]),
-    "swersky2011_features": dict(n_seeds=2, n_patches=600, n_epochs=1, n_cov=4, n_mean=2, n_train_images=60,
-                                 n_val_images=40, n_test_images=60, patience=1, probe_iter=5, probe_Cs=[1.0]),
-}
-
-
-def _ok(verdict):
-    return verdict in (V.HOLDS, V.PARTLY, V.FAILS, V.UNTESTABLE) or verdict.startswith(V.NOT_TESTABLE + ": ")
+TINY = TINY_SWERSKY
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +31,7 @@ def test_live_run_records_what_the_gates_read(live):
     f = rec["units"]["SM-s0"]["filters"]
     assert len(f["C_norms"]) == len(f["C_norms0"]) == rec["config"]["n_cov"]
     for c in rec["summary"]["claims"]:
-        assert c["id"] and _ok(c["verdict"]) and c["ungated"] in (V.HOLDS, V.PARTLY, V.FAILS, V.UNTESTABLE)
+        assert c["id"] and is_verdict(c["verdict"]) and c["ungated"] in (V.HOLDS, V.PARTLY, V.FAILS, V.UNTESTABLE)
         assert all(g["ok"] is not None for g in c["gates"]), c  # a live run records everything its gates need
 
 
