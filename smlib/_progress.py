@@ -11,7 +11,10 @@ __all__ = ["progress_bar"]
 
 
 class _NoBar:
-    """The part of tqdm's interface the library uses, doing nothing."""
+    """The part of tqdm's interface the library uses, doing nothing (iterating over ``iterable``)."""
+
+    def __init__(self, iterable=None):
+        self.iterable = () if iterable is None else iterable
 
     def update(self, n=1):
         pass
@@ -37,6 +40,4 @@ def progress_bar(enabled: bool, iterable=None, **kwargs):
                           "(pip install tqdm, or pass progress=False)", stacklevel=2)
         else:
             return tqdm(iterable, **kwargs)
-    bar = _NoBar()
-    bar.iterable = iterable if iterable is not None else ()
-    return bar
+    return _NoBar(iterable)

@@ -72,11 +72,9 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 def objective_for(name: str, cfg: dict, sigma: float | None = None):
     """The `fit` objective and options of an estimator name (the chapter's estimator table)."""
     # HMC: Ranzato's code held the rejection rate near 10 % with his running rule (ε ×1.01 / ×0.99 per
-    # transition, 20 leapfrog steps); step_rule="reject_target" is that rule, with 10 leapfrog steps here.
-    # (A config without step_rule, e.g. a first record's, meant Robbins–Monro towards target_accept.)
+    # transition, 20 leapfrog steps); step_rule="reject_target" is that rule, with 10 leapfrog steps here
     mcmc = dict(sampler=cfg["sampler"], n_leapfrog=cfg["n_leapfrog"], step_size=cfg["hmc_step"], adapt=True,
-                target_accept=cfg["target_accept"], step_rule=cfg.get("step_rule", "robbins_monro"),
-                target_reject=cfg.get("target_reject", 0.1))
+                target_accept=cfg["target_accept"], step_rule=cfg["step_rule"], target_reject=cfg["target_reject"])
     return {
         "SM": ("sm", {}),
         "SMD": ("dsm", {"sigma": cfg["smd_sigma"] if sigma is None else sigma}),
