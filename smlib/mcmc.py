@@ -20,8 +20,8 @@ hovers near 0 at equilibrium); only its gradient matters.
 Sampler: ``sampler="auto"`` uses block Gibbs (``model.gibbs_step``) when the model has one, else
 unadjusted Langevin; ``"langevin"``, ``"mala"``, ``"hmc"`` and ``"gibbs"`` force one. ``k`` is
 the number of sampler transitions per call (Gibbs sweeps, Langevin steps, MALA/HMC transitions).
-The step size of MALA/HMC is kept tuned across calls by a Robbins–Monro rule on the acceptance
-rate (target ``target_accept``), and is part of the state.
+The step size of MALA/HMC is kept tuned across calls (Robbins–Monro on the acceptance rate, or for
+HMC Ranzato's running rule on the rejection rate) and is part of the state.
 
 Each estimator owns a ``torch.Generator`` (seeded by ``seed``, or, if ``seed=None``, from the
 global torch RNG at first use), so ``state_dict()`` / ``load_state_dict()`` restore chains, fast
@@ -41,14 +41,12 @@ import math
 import torch
 
 from smlib import samplers
-from smlib.step_control import RejectionTargetStep
 from smlib._checks import check_choice, check_data, check_int, check_nonnegative, check_positive
+from smlib.step_control import STEP_RULES, step_control_for
 
-__all__ = ["MCMCEstimator", "CD", "PCD", "FPCD", "LangevinCD", "SAMPLERS"]  # SAMPLERS: the one list of samplers
+__all__ = ["MCMCEstimator", "CD", "PCD", "FPCD", "LangevinCD", "SAMPLERS", "STEP_RULES"]  # the one list of each
 
 SAMPLERS = ("auto", "gibbs", "langevin", "mala", "hmc")
-#: how a MALA/HMC step size adapts during training
-STEP_RULES = ("robbins_monro", "reject_target")
 
 
 class MCMCEstimator:
@@ -70,12 +68,9 @@ class MCMCEstimator:
         Robbins–Monro target acceptance for MALA/HMC step-size tuning (set ``adapt=False`` to
         keep ``step_size`` fixed).
     adapt : bool
-    step_rule : {"robbins_monro", "reject_target"}
+    step_rule : {"robbins_monro", "reject_target"}; target_reject : float
         With ``adapt``: Robbins–Monro towards ``target_accept`` after each call, or (HMC only)
-        Ranzato's running rule towards ``target_reject`` rejections per transition
-        (:class:`smlib.step_control.RejectionTargetStep`: ε ×1.01 or ×0.99, within [0.001, 0.25]).
-    target_reject : float
-        The rejection rate ``step_rule="reject_target"`` holds (Ranzato's code: 0.1).
+        Ranzato's rule towards ``target_reject`` rejections (:func:`smlib.step_control.step_control_for`).
     seed : int or None
     """
 
@@ -105,13 +100,8 @@ class MCMCEstimator:
         check_nonnegative("noise_scale", noise_scale)
         if not 0.0 < target_accept < 1.0:
             raise ValueError(f"target_accept must be in (0, 1), got {target_accept}")
-        check_choice("step_rule", step_rule, STEP_RULES)
-        if step_rule == "reject_target" and sampler != "hmc":
-            raise ValueError(f"step_rule='reject_target' (Ranzato's rule) adapts HMC only; got sampler={sampler!r}")
+        self.step_control = step_control_for(step_rule, step_size, target_reject, sampler, adapt)  # in checkpoints
         self.step_rule, self.target_reject = step_rule, float(target_reject)
-        # the running rule of Ranzato's mPoT code, carried across calls (and checkpoints)
-        self.step_control = (RejectionTargetStep(step_size, target_reject=target_reject)
-                             if step_rule == "reject_target" and adapt else None)
         self.k = k
         self.sampler = sampler
         self.step_size = float(step_size)
@@ -221,17 +211,9 @@ class CD(MCMCEstimator):
 
     Negatives: k sampler transitions started at the data batch, x⁻ = T^k(x⁺). Surrogate
     L = mean E(x⁺) − mean E(sg[x⁻]); its gradient is a biased estimate of the NLL gradient
-    whose bias vanishes as k → ∞ (tested against the exact GRBM gradient).
-
-    Parameters
-    ----------
-    k : int
-    **kwargs
-        Sampler options of :class:`MCMCEstimator`.
+    whose bias vanishes as k → ∞ (tested against the exact GRBM gradient). Takes ``k`` and the
+    sampler options of :class:`MCMCEstimator`.
     """
-
-    def __init__(self, k=1, **kwargs):
-        super().__init__(k, **kwargs)
 
     def negatives(self, model, x):
         return self.run_chain(model, x.detach())
@@ -244,15 +226,8 @@ class PCD(MCMCEstimator):
     transitions under the current θ and uses them as negatives:
     L = mean_b E(x⁺_b) − mean_m E(sg[x⁻_m]). Chains are initialised on the first call from rows
     of the first data batch drawn at random with replacement (``init="data"``) or from N(0, I)
-    (``init="noise"``).
-
-    Parameters
-    ----------
-    n_chains : int
-    k : int
-    init : {"data", "noise"}
-    **kwargs
-        Sampler options of :class:`MCMCEstimator`.
+    (``init="noise"``). Takes ``n_chains``, ``k``, ``init`` and the sampler options of
+    :class:`MCMCEstimator`.
     """
 
     persistent = True

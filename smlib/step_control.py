@@ -3,7 +3,23 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["RejectionTargetStep"]
+__all__ = ["RejectionTargetStep", "STEP_RULES", "step_control_for"]
+
+#: how an MCMC estimator's MALA/HMC step size adapts during training (`smlib.mcmc`)
+STEP_RULES = ("robbins_monro", "reject_target")
+
+
+def step_control_for(step_rule: str, step_size: float, target_reject: float, sampler: str, adapt: bool):
+    """The running controller an estimator carries across calls: a :class:`RejectionTargetStep` for
+    ``step_rule="reject_target"`` (HMC only; Ranzato's rule), None for Robbins–Monro (applied per call
+    by the estimator) or when ``adapt`` is off. ValueError naming the option otherwise."""
+    if step_rule not in STEP_RULES:
+        raise ValueError(f"step_rule must be one of {', '.join(map(repr, STEP_RULES))}; got {step_rule!r}")
+    if step_rule == "reject_target" and sampler != "hmc":
+        raise ValueError(f"step_rule='reject_target' (Ranzato's rule) adapts HMC only; got sampler={sampler!r}")
+    if step_rule != "reject_target" or not adapt:
+        return None
+    return RejectionTargetStep(step_size, target_reject=target_reject)
 
 
 class RejectionTargetStep:
