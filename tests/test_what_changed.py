@@ -92,7 +92,7 @@ def test_first_record_says_it_is_the_first(results):
     for name in NAMES:
         _first_data(name)
         text = what_changed(name)
-        assert text.startswith("The record is still the first one (commit ") and "under way" in text
+        assert text.startswith(f"`results/{name}/`: the record is still the first one (commit ") and "under way" in text
         assert str(FC.load(name)["provenance"]["commit"])[:7] in text
 
 

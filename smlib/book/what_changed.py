@@ -53,7 +53,7 @@ def what_changed(name: str) -> str:
         return f"No record in results/{name}/ (the first record, commit {first['provenance']['commit']}, is frozen)."
     p = first["provenance"]
     if first_claims.sha256(path) == first["sha256"]:
-        return (f"The record is still the first one (commit {str(p['commit'])[:7]}, {p['date']}); "
+        return (f"`results/{name}/`: the record is still the first one (commit {str(p['commit'])[:7]}, {p['date']}); "
                 "the re-recording is under way.")
     rec = records.load(name)
     new = (rec["data"].get("summary") or {}).get("claims") or []
