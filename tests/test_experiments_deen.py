@@ -352,13 +352,16 @@ def test_parzen_splits_are_disjoint():
 
 
 def test_first_record_cd_claims_map_to_the_reading_they_ran():
-    """The first record's SGD claim (unit "CD") maps to cd-mode-collapse-sgd, its Adam variant to cd-mode-collapse."""
-    from smlib.experiments import deen_2d_claims as dc
+    """The first record's SGD claim (unit "CD") maps to cd-mode-collapse-sgd, its Adam variant to cd-mode-collapse
+    (the mapping read from the frozen first-record file, results/deen_2d/first_record_claims.json)."""
+    from smlib.experiments import first_claims
     from smlib.book import reproduction as rp
-    stored = [{"claim": dc.FIRST_WORDING["cd-mode-collapse-sgd"], "verdict": "sgd-old"},
-              {"claim": dc.FIRST_WORDING["cd-mode-collapse"], "verdict": "adam-old"}]
+    wording = first_claims.first_wording("deen_2d")
+    stored = [{"claim": wording["cd-mode-collapse-sgd"], "verdict": "sgd-old"},
+              {"claim": wording["cd-mode-collapse"], "verdict": "adam-old"}]
+    assert wording["cd-mode-collapse-sgd"] != wording["cd-mode-collapse"]
     gated = [{"id": "cd-mode-collapse", "claim": "new adam wording", "verdict": "x"},
              {"id": "cd-mode-collapse-sgd", "claim": "new sgd wording", "verdict": "y"}]
-    table = rp.gate_changes(stored, gated, reworded=dc.FIRST_WORDING)
+    table = rp.gate_changes(stored, gated, reworded=wording)
     assert "`cd-mode-collapse` | new adam wording | adam-old" in table
     assert "`cd-mode-collapse-sgd` | new sgd wording | sgd-old" in table

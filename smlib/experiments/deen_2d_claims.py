@@ -20,7 +20,7 @@ import numpy as np
 from smlib.experiments import verdicts as V
 from smlib.experiments.deen_gates import zero_score_gate
 
-__all__ = ["DATASETS", "FIRST_WORDING", "cd_reading", "claims", "collapsed", "planted_collapse", "mode_weights", "rules_table_rows"]
+__all__ = ["DATASETS", "cd_reading", "claims", "collapsed", "planted_collapse", "mode_weights", "rules_table_rows"]
 
 DATASETS = ("spiral", "mixture")
 
@@ -77,10 +77,6 @@ def _moved(record, kind):
     return V.Gate(g.name, g.ok, f"{kind}, smallest over runs: {g.reason}")
 
 
-# the first record's CD claims (no ids): its plain-SGD run was the unit "CD", its Adam run the labelled variant
-_FIG1IJ = "CD with one Langevin step shows severe mode collapse on both data sets (Fig. 1 i–j)"
-FIRST_WORDING = {"cd-mode-collapse-sgd": _FIG1IJ,
-                 "cd-mode-collapse": _FIG1IJ + " — labelled variant: adam, lr 0.001, not the paper's update"}
 
 
 def cd_reading(opt: dict) -> tuple[str, str]:

@@ -29,7 +29,7 @@ import torch
 
 from smlib import data, metrics, models
 from smlib.experiments import deen_training as T
-from smlib.experiments.deen_mnist_claims import (FIRST_WORDING, PAPER_SIGMA, _fmt, claims, decided_by,  # noqa: F401
+from smlib.experiments.deen_mnist_claims import (PAPER_SIGMA, _fmt, claims, decided_by,  # noqa: F401
                                                  first_run, runs)
 from smlib.experiments.runner import Experiment, Unit, default_dtype
 

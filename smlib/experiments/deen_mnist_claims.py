@@ -82,8 +82,6 @@ def decided_by(conds, impossible):
     return "architecture" if failed and all(impossible[i] for i in failed) else "experiment"
 
 
-# claims reworded since the first record (its claims have no ids): id → the first record's wording
-FIRST_WORDING = {"mnist-most-noise": "…removing most of the noise, as the clean digits of Fig. 2 b–c suggest"}
 
 
 def claims(record) -> list[dict]:

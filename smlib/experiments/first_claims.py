@@ -22,7 +22,7 @@ from pathlib import Path
 from smlib.experiments import records
 from smlib.experiments import verdicts as V
 
-__all__ = ["NAMES", "FIRST_SHA256", "SUCCESSOR", "NEW_CLAIMS", "claim_ids", "sha256", "frozen", "freeze", "load"]
+__all__ = ["NAMES", "FIRST_SHA256", "SUCCESSOR", "NEW_CLAIMS", "claim_ids", "sha256", "frozen", "freeze", "load", "first_wording"]
 
 #: experiment → (module whose ``claims(record)`` judges it, source files that hold its ``claim("<id>", ...)`` calls)
 NAMES = {
@@ -210,6 +210,12 @@ def load(name: str) -> dict:
     return records.read_json(_path(name), what=f"first record's claims of {name!r}",
                              required=("sha256", "provenance", "claims", "new_without_predecessor"),
                              hint="rebuild it with python -m smlib.experiments.first_claims while the first record is in place")
+
+
+def first_wording(*names: str) -> dict:
+    """id → the first record's wording of the claim it replaced, over the frozen files of ``names``
+    (for matching the first records' claims, which have no ids, to today's by id)."""
+    return {c["successor"]: c["claim"] for n in names for c in load(n)["claims"] if c.get("successor")}
 
 
 if __name__ == "__main__":
