@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from smlib import data, metrics, models
+from smlib.experiments.configs import Deen2dConfig
 from smlib.experiments import verdicts as V
 from smlib.experiments.deen_2d_claims import DATASETS, claims, mode_weights
 from smlib.experiments import runner
@@ -43,14 +44,11 @@ __all__ = ["Deen2D", "DATASETS", "CD_VARIANTS", "cd_optimizer", "claims", "mode_
 # CD readings of eq. 27: optimiser and how the per-point updates of a batch of B are combined
 CD_VARIANTS = {"adam": dict(optimizer="adam", reduction="mean"), "sgd": dict(optimizer="sgd", reduction="mean"),
                "sgdsum": dict(optimizer="sgd", reduction="sum")}
-_COMMON = dict(sigma=0.1, lr=1e-3, hidden=[32, 32, 32], activation="tanh", mixture="deen", spiral_noise=0.05,
-               spiral_bound=1.6, mixture_bound=4.0, cd_optimizer="adam", cd_lr=1e-3, n_arcs=4, n_plot=48,
-               n_curl_plot=40, paper_iterations=1000, tol=0.1, data_seed=1)
 PRESETS = {
-    "ci": dict(_COMMON, n_steps=1000, batch_size=128, n_train=10_000, seeds=[0, 1], n_grid=120, n_eval=4000,
-               eval_every=250, cd_variants=[]),
-    "paper": dict(_COMMON, n_steps=30_000, batch_size=256, n_train=100_000, seeds=[0, 1, 2], n_grid=300,
-                  n_eval=50_000, eval_every=1000, cd_variants=["sgd", "sgdsum"]),
+    "ci": Deen2dConfig(n_steps=1000, batch_size=128, n_train=10_000, seeds=(0, 1), n_grid=120, n_eval=4000,
+                       eval_every=250, cd_variants=()),
+    "paper": Deen2dConfig(n_steps=30_000, batch_size=256, n_train=100_000, seeds=(0, 1, 2), n_grid=300,
+                          n_eval=50_000, eval_every=1000, cd_variants=("sgd", "sgdsum")),
 }
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from smlib import data, metrics, models
+from smlib.experiments.configs import DeenMnistConfig
 from smlib.experiments import deen_training as T
 from smlib.experiments.deen_mnist_claims import (FIRST_WORDING, PAPER_SIGMA, _fmt, claims, decided_by,  # noqa: F401
                                                  first_run, runs)
@@ -37,17 +38,15 @@ __all__ = ["DeenMnist", "MLPPlusGaussian", "row_space_basis", "rank_floor", "cla
            "train_units", "deen_train", "runs", "first_run"]
 
 # training (smlib.experiments.deen_training): lr chosen from lr_grid on validation digits, warm-up, best checkpoint
-_COMMON = dict(sigma=None, sigma_prime=0.3, lr_grid=[3e-3, 1e-3, 3e-4, 1e-4, 3e-5], warmup=1000, grad_clip=None,
-               hidden=[128, 128, 256], activation="tanh", gaussian_expert=True, sigma_margin=0.15, sigma_tol=0.01,
-               tol=0.02, n_t=31, n_show=8, split_seed=0)
 PRESETS = {
-    "ci": dict(_COMMON, n_parzen=2000, n_valid=500, parzen_replicates=2, sigma_kernels=2000, lr_grid=[3e-3, 1e-3, 3e-4],
-               select_steps=100, warmup=50, n_steps=700, val_every=100, seeds=[0], batch_size=128, log_every=10, checkpoint_every=1000,
-               n_test=500, n_noise=2),
+    "ci": DeenMnistConfig(lr_grid=(3e-3, 1e-3, 3e-4), warmup=50, n_parzen=2000, n_valid=500, parzen_replicates=2,
+                          sigma_kernels=2000, select_steps=100, n_steps=700, val_every=100, seeds=(0,), log_every=10,
+                          checkpoint_every=1000, n_test=500, n_noise=2),
     # σ* at n_parzen kernels on 3 disjoint blocks of the training split (no kernel or held-out digit shared)
-    "paper": dict(_COMMON, n_parzen=18_000, n_valid=2000, parzen_replicates=3, sigma_kernels=50_000, select_steps=10_000, n_steps=120_000,
-                  val_every=1000, seeds=[0, 1, 2], batch_size=128, log_every=100, checkpoint_every=5000, n_test=5000,
-                  n_noise=3),
+    "paper": DeenMnistConfig(lr_grid=(3e-3, 1e-3, 3e-4, 1e-4, 3e-5), warmup=1000, n_parzen=18_000, n_valid=2000,
+                             parzen_replicates=3, sigma_kernels=50_000, select_steps=10_000, n_steps=120_000,
+                             val_every=1000, seeds=(0, 1, 2), log_every=100, checkpoint_every=5000, n_test=5000,
+                             n_noise=3),
 }
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from smlib import data, models, samplers
+from smlib.experiments.configs import MultiscaleConfig
 from smlib.experiments import verdicts as V
 from smlib.experiments import runner
 from smlib.experiments.runner import Experiment, Unit, default_dtype
@@ -45,16 +46,11 @@ __all__ = ["Multiscale", "DATASETS", "KINDS", "claims", "plot_samples", "smoothe
 
 DATASETS = ("spiral", "mixture")
 KINDS = ("single", "energy", "score", "oracle")
-_COMMON = dict(sigma_single=0.1, sigma_min=0.05, spiral_sigma_max=2.0, mixture_sigma_max=4.0, n_levels=10,
-               hidden=[64, 64, 64], single_hidden=[32, 32, 32], activation="softplus", lr=1e-3,
-               spiral_noise=0.05, spiral_components=128, spiral_bound=1.6, mixture_bound=4.5, mixture_sep=2.0, mixture_std=0.35,
-               mixture_weights=[0.8, 0.2], n_arcs=4, n_hist=40, off_quantile=0.01, step_lr=5e-4, data_seed=1,
-               distance_bins=[0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2], n_plot_points=600)
 PRESETS = {
-    "ci": dict(_COMMON, n_steps=600, batch_size=128, n_train=5000, seeds=[0], n_samples=600, n_steps_each=25,
-               hidden=[32, 32, 32]),
-    "paper": dict(_COMMON, n_steps=20_000, batch_size=256, n_train=50_000, seeds=[0, 1, 2], n_samples=10_000,
-                  n_steps_each=100),
+    "ci": MultiscaleConfig(hidden=(32, 32, 32), n_steps=600, batch_size=128, n_train=5000, seeds=(0,), n_samples=600,
+                           n_steps_each=25),
+    "paper": MultiscaleConfig(hidden=(64, 64, 64), n_steps=20_000, batch_size=256, n_train=50_000, seeds=(0, 1, 2),
+                              n_samples=10_000, n_steps_each=100),
 }
 
 
