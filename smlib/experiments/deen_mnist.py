@@ -33,6 +33,7 @@ from smlib.experiments import deen_training as T
 from smlib.experiments.deen_mnist_claims import (FIRST_WORDING, PAPER_SIGMA, _fmt, claims, decided_by,  # noqa: F401
                                                  first_run, runs)
 from smlib.experiments.runner import Experiment, Unit, default_dtype
+from smlib.experiments.records import unit_key
 
 __all__ = ["DeenMnist", "MLPPlusGaussian", "row_space_basis", "rank_floor", "claims", "plot_parzen", "plot_fig2",
            "train_units", "deen_train", "runs", "first_run"]
@@ -83,7 +84,7 @@ def make_model(kind, cfg, x_train, sigma, seed):
 def train_units(cfg):
     """The selection unit of each network kind, then one unit per kind and training seed."""
     kinds = ["DEEN", "DEEN_expert"] if cfg["gaussian_expert"] else ["DEEN"]
-    return [Unit(f"select-{k}", kind=k) for k in kinds] + [Unit(f"{k}-s{s}", kind=k, seed=s) for k in kinds
+    return [Unit(unit_key("select", k), kind=k) for k in kinds] + [Unit(unit_key(k, seed=s), kind=k, seed=s) for k in kinds
                                                              for s in cfg["seeds"]]
 
 
@@ -95,7 +96,7 @@ def deen_train(unit, x_train, x_valid, sigma, cfg, *, checkpoint, device, progre
     if unit.key.startswith("select-"):
         return None, None, T.select_lr(make, x_train, sigma, cfg, pairs, checkpoint=checkpoint, device=device,
                                        progress=progress)
-    lr = T.selection_of(checkpoint, f"select-{unit['kind']}")["selected_lr"]
+    lr = T.selection_of(checkpoint, unit_key("select", unit["kind"]))["selected_lr"]
     model = make(unit["seed"])
     history, info = T.train_seed(model, x_train, sigma, cfg, lr, unit["seed"], pairs, checkpoint=checkpoint,
                                  device=device, progress=progress)
@@ -170,7 +171,7 @@ class DeenMnist(Experiment):
     presets = PRESETS
 
     def units(self, cfg):
-        return [Unit("parzen")] + train_units(cfg)
+        return [Unit(unit_key("parzen"))] + train_units(cfg)
 
     def split(self, cfg, r):
         """Replicate r: ``n_valid`` held-out digits and ``n_parzen`` kernels from block r of a random partition

@@ -39,6 +39,7 @@ from smlib.experiments.configs import MultiscaleConfig
 from smlib.experiments import verdicts as V
 from smlib.experiments import runner
 from smlib.experiments.runner import Experiment, Unit, default_dtype
+from smlib.experiments.records import unit_key
 from smlib.objectives.multiscale import MultiScaleDSM, geometric_sigmas
 from smlib.scores import score as score_of
 
@@ -110,7 +111,7 @@ class Multiscale(Experiment):
     presets = PRESETS
 
     def units(self, cfg):
-        return [Unit(f"{k}-{ds}-s{s}", kind=k, dataset=ds, seed=s) for ds in DATASETS for s in cfg["seeds"] for k in KINDS]
+        return [Unit(unit_key(k, ds, seed=s), kind=k, dataset=ds, seed=s) for ds in DATASETS for s in cfg["seeds"] for k in KINDS]
 
     # ------------------------------------------------------------------ data and references
     def setup(self, cfg, device):
@@ -271,7 +272,7 @@ METHODS = (("single", "langevin"), ("single", "mala"), ("energy", "annealed"), (
 
 
 def _m(record, kind, sampler, ds, s, key):
-    return record["units"][f"{kind}-{ds}-s{s}"]["samplers"][sampler][key]
+    return record["units"][unit_key(kind, ds, seed=s)]["samplers"][sampler][key]
 
 
 def _fmt(vals):
@@ -285,7 +286,7 @@ def _gates(record, ds, kinds):
     fails = []
     for k in kinds:
         for s in cfg["seeds"]:
-            u = record["units"][f"{k}-{ds}-s{s}"]
+            u = record["units"][unit_key(k, ds, seed=s)]
             lo = ref["loss_min"]["single" if k == "single" else "multi"]
             if "loss" in u and not u["loss"]["final"] < 0.5 * (u["loss"]["zero_score_level"] + lo):
                 fails.append(f"{k} s{s} ended nearer the zero-score loss than the least loss ({u['loss']['final']:.3g} vs "
@@ -370,7 +371,7 @@ def plot_samples(record, fig, title=None):
         b = record["config"][f"{ds}_bound"]
         for j, (k, sm) in enumerate(cols):
             ax = axes[i, j]
-            pts = np.asarray(record["summary"]["truth_plot"][ds] if k == "truth" else record["units"][f"{k}-{ds}-s{s}"]["plot"][sm])
+            pts = np.asarray(record["summary"]["truth_plot"][ds] if k == "truth" else record["units"][unit_key(k, ds, seed=s)]["plot"][sm])
             ax.scatter(pts[:, 0], pts[:, 1], s=1.5, color="k" if k == "truth" else f"C{j}")
             ax.set(xlim=(-b, b), ylim=(-b, b), aspect="equal", xticks=[], yticks=[])
             if k != "truth":

@@ -100,7 +100,7 @@ class Swersky2011Features(Experiment):
         out += [Unit(unit_key(e, seed=r), estimator=e, seed=r) for r in range(cfg["n_seeds"]) for e in ESTIMATORS]
         out += [Unit(unit_key(f"SMD{sig:g}", seed=r), estimator="SMD", seed=r, sigma=sig)  # SMD's σ sweep, every seed
                 for sig in cfg["smd_sweep"] for r in range(cfg["n_seeds"])]
-        return out + [Unit("baselines")]
+        return out + [Unit(unit_key("baselines"))]
 
     def setup(self, cfg, device):
         (xtr, ytr), (xte, yte) = data.load_mnist("train"), data.load_mnist("test")
