@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from smlib._cli import check_finite
-from smlib.experiments import records
+from smlib.experiments import records, schema
 from smlib.experiments.arguments import check_device, command_line, work_dir
 from smlib.experiments.clock import Clock, fit, timing
 from smlib.experiments.locks import LockHeld, UnitLock
@@ -270,6 +270,7 @@ def run(experiment: Experiment, scale: str = "ci", *, overrides: dict | None = N
            "units": {k: d["result"] for k, d in docs.items()}, "summary": _json_safe(summary),
            "unit_wall_time_s": {k: d["provenance"]["wall_time_s"] for k, d in docs.items()}}
     if record:
+        schema.RecordData.from_dict(rec, source=f"the record {name}")  # a record is checked before it is written
         prov = records.merge_provenance({k: d["provenance"] for k, d in docs.items()}, command=command,
                                         device=device, parameters={"scale": scale, **cfg},
                                         summary_s=time.perf_counter() - t0, allow_changed=allow_dirty_record)
@@ -336,8 +337,13 @@ def _close(figs):
 
 
 def load_record(name: str) -> dict | None:
-    """The recorded ``{"provenance", "data"}`` of ``results/<name>/``, or None (see `smlib.experiments.records`)."""
-    return records.load(name)
+    """The recorded ``{"provenance", "data"}`` of ``results/<name>/``, or None (see `smlib.experiments.records`),
+    checked by :class:`smlib.experiments.schema.Record` (a first record, whose claims lack ids, is accepted as
+    legacy until it is re-recorded)."""
+    doc = records.load(name)
+    if doc is not None:
+        schema.Record.from_dict(doc, source=str(records.results_dir() / name / "results.json"), allow_legacy=True)
+    return doc
 
 
 @contextlib.contextmanager
