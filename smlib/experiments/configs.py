@@ -91,7 +91,7 @@ class Swersky2011Config(Preset):
 
 @dataclass(frozen=True, kw_only=True)
 class Swersky2011FeaturesConfig(Preset):
-    """Settings of :class:`smlib.experiments.swersky2011_features.Swersky2011Features` (CIFAR-10 features)."""
+    """Settings of :class:`smlib.experiments.swersky2011_features.Swersky2011Features` (Table 1: features on a labelled substitute)."""
 
     batch_size: int = 128
     patch: int = 8
