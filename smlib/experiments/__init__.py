@@ -25,7 +25,9 @@ IPython)::
     python -m smlib.experiments swersky2011 --scale paper --workers 3 --record  # 3 one-thread workers
 
 A killed run continues from its last checkpoint when the same command is given again; see
-:mod:`smlib.experiments.runner`. Records and their provenance: :mod:`smlib.experiments.records`.
+:mod:`smlib.experiments.runner`. Presets are frozen dataclasses (:mod:`smlib.experiments.presets`,
+one class per experiment in :mod:`smlib.experiments.configs`); records and their provenance:
+:mod:`smlib.experiments.records`, their typed schema: :mod:`smlib.experiments.schema`.
 """
 from __future__ import annotations
 

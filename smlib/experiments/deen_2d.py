@@ -33,24 +33,23 @@ import numpy as np
 import torch
 
 from smlib import data, metrics, models
+from smlib.experiments.configs import Deen2dConfig
 from smlib.experiments import verdicts as V
 from smlib.experiments.deen_2d_claims import DATASETS, claims, mode_weights
 from smlib.experiments import runner
 from smlib.experiments.runner import Experiment, Unit, default_dtype
+from smlib.experiments.records import unit_key
 
 __all__ = ["Deen2D", "DATASETS", "CD_VARIANTS", "cd_optimizer", "claims", "mode_weights", "plot_fig1", "plot_curl", "plot_cd"]
 
 # CD readings of eq. 27: optimiser and how the per-point updates of a batch of B are combined
 CD_VARIANTS = {"adam": dict(optimizer="adam", reduction="mean"), "sgd": dict(optimizer="sgd", reduction="mean"),
                "sgdsum": dict(optimizer="sgd", reduction="sum")}
-_COMMON = dict(sigma=0.1, lr=1e-3, hidden=[32, 32, 32], activation="tanh", mixture="deen", spiral_noise=0.05,
-               spiral_bound=1.6, mixture_bound=4.0, cd_optimizer="adam", cd_lr=1e-3, n_arcs=4, n_plot=48,
-               n_curl_plot=40, paper_iterations=1000, tol=0.1, data_seed=1)
 PRESETS = {
-    "ci": dict(_COMMON, n_steps=1000, batch_size=128, n_train=10_000, seeds=[0, 1], n_grid=120, n_eval=4000,
-               eval_every=250, cd_variants=[]),
-    "paper": dict(_COMMON, n_steps=30_000, batch_size=256, n_train=100_000, seeds=[0, 1, 2], n_grid=300,
-                  n_eval=50_000, eval_every=1000, cd_variants=["sgd", "sgdsum"]),
+    "ci": Deen2dConfig(n_steps=1000, batch_size=128, n_train=10_000, seeds=(0, 1), n_grid=120, n_eval=4000,
+                       eval_every=250, cd_variants=()),
+    "paper": Deen2dConfig(n_steps=30_000, batch_size=256, n_train=100_000, seeds=(0, 1, 2), n_grid=300,
+                          n_eval=50_000, eval_every=1000, cd_variants=("sgd", "sgdsum")),
 }
 
 
@@ -82,7 +81,7 @@ class Deen2D(Experiment):
 
     def units(self, cfg):
         kinds = ["DEEN", "scorenet", "CD"] + [f"CD_{o}" for o in cfg["cd_variants"]]
-        return [Unit(f"{k}-{ds}-s{s}", kind=k, dataset=ds, seed=s) for ds in DATASETS for s in cfg["seeds"]
+        return [Unit(unit_key(k, ds, seed=s), kind=k, dataset=ds, seed=s) for ds in DATASETS for s in cfg["seeds"]
                 for k in kinds]
 
     # ------------------------------------------------------------------ data and references
@@ -263,7 +262,7 @@ def plot_fig1(record, fig, title=None):
     s = record["config"]["seeds"][0]
     axes = fig.subplots(1, 4)
     for j, ds in enumerate(DATASETS):
-        p = record["units"][f"DEEN-{ds}-s{s}"]["plot"]
+        p = record["units"][unit_key("DEEN", ds, seed=s)]["plot"]
         _density(axes[2 * j], record, ds, p["log_density"], f"({'ac'[j]}) DEEN $q_\\theta$: {ds}")
         ext = _extent(record, ds)
         g = np.linspace(ext[0], ext[1], 15)
@@ -281,8 +280,8 @@ def plot_curl(record, fig, title=None):
     s = record["config"]["seeds"][0]
     axes = fig.subplots(1, 4)
     for j, (kind, ds) in enumerate([(k, ds) for k in ("scorenet", "DEEN") for ds in DATASETS]):
-        c = np.asarray(record["units"][f"{kind}-{ds}-s{s}"]["plot"]["curl"])
-        lim = max(np.abs(record["units"][f"scorenet-{ds}-s{s}"]["plot"]["curl"]).max(), 1e-12)
+        c = np.asarray(record["units"][unit_key(kind, ds, seed=s)]["plot"]["curl"])
+        lim = max(np.abs(record["units"][unit_key("scorenet", ds, seed=s)]["plot"]["curl"]).max(), 1e-12)
         im = axes[j].imshow(c, origin="lower", extent=_extent(record, ds), cmap="RdBu_r", vmin=-lim, vmax=lim,
                             aspect="auto")
         fig.colorbar(im, ax=axes[j], fraction=0.046, pad=0.02).ax.tick_params(labelsize=5)
@@ -305,11 +304,11 @@ def plot_cd(record, fig, title=None):
         ax_kl, ax_m = fig.add_subplot(gs[1, :2]), fig.add_subplot(gs[1, 2:])
         axes = [a for _, _, a in dens] + [ax_kl, ax_m]
     for kind, ds, ax in dens:
-        u = record["units"][f"{kind}-{ds}-s{s}"]
+        u = record["units"][unit_key(kind, ds, seed=s)]
         _density(ax, record, ds, u["plot"]["log_density"], f"{kind} ({u['optimizer']['optimizer']}) $q_\\theta$: {ds}")
     for j, ds in enumerate(DATASETS):
         for k, ls in zip(["DEEN"] + kinds, ("--", "-", ":", "-.")):
-            c = record["units"][f"{k}-{ds}-s{s}"]["curve"]
+            c = record["units"][unit_key(k, ds, seed=s)]["curve"]
             ax_kl.plot(c["step"], c["kl_q"], ls=ls, color=f"C{j}", label=f"{k}, {ds}")
     ax_kl.set(yscale="log", xlabel="step", title="KL($q_\\sigma$‖$q_\\theta$)")
     ax_kl.legend(fontsize=5)
@@ -317,7 +316,7 @@ def plot_cd(record, fig, title=None):
     for ds in DATASETS:
         true = record["summary"]["reference"][ds]["true_masses"]
         k = np.arange(len(true)) + pos
-        rows = [("truth", true, "0.6")] + [(m, record["units"][f"{m}-{ds}-s{s}"]["masses"], c)
+        rows = [("truth", true, "0.6")] + [(m, record["units"][unit_key(m, ds, seed=s)]["masses"], c)
                                            for m, c in zip(["DEEN"] + kinds, ("C0", "C3", "C1", "C2"))]
         w = 0.8 / len(rows)
         for i, (lab, m, color) in enumerate(rows):

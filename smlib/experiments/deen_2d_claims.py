@@ -19,6 +19,7 @@ import numpy as np
 
 from smlib.experiments import verdicts as V
 from smlib.experiments.deen_gates import zero_score_gate
+from smlib.experiments.records import unit_key
 
 __all__ = ["DATASETS", "cd_reading", "claims", "collapsed", "planted_collapse", "mode_weights", "rules_table_rows"]
 
@@ -56,13 +57,13 @@ def mode_weights(record, kind: str = "DEEN", ds: str = "mixture") -> list[dict]:
     true = record["summary"]["reference"][ds]["true_masses"]
     return [{"seed": s, "start": u["start_modes"]["masses"], "end": u["masses"], "truth": true,
              "tv_start": u["start_modes"]["tv"], "tv_end": u["tv"]}
-            for s in record["config"]["seeds"] for u in [record["units"][f"{kind}-{ds}-s{s}"]]]
+            for s in record["config"]["seeds"] for u in [record["units"][unit_key(kind, ds, seed=s)]]]
 
 
 def _trivial(record, kind, ds):
     """The zero-score gate of one kind of DSM run (its logs are J_DSM; L_DEEN = 2σ⁴ J_DSM) against σ²d, d = 2."""
     sigma = record["config"]["sigma"]
-    gates = [zero_score_gate([2 * sigma**4 * v for v in record["units"][f"{kind}-{ds}-s{s}"]["loss"]["loss"]], sigma, 2,
+    gates = [zero_score_gate([2 * sigma**4 * v for v in record["units"][unit_key(kind, ds, seed=s)]["loss"]["loss"]], sigma, 2,
                              f"L_DEEN of {kind} on the {ds} (seed {s})") for s in record["config"]["seeds"]]
     bad = [g for g in gates if not g.ok]
     return bad[0] if bad else V.Gate("trivial level", True, f"{kind}: every final L_DEEN below 0.98 σ²d")
@@ -70,7 +71,7 @@ def _trivial(record, kind, ds):
 
 def _moved(record, kind):
     """The θ-moved gate over every seed and data set of one CD kind."""
-    rel = [record["units"][f"{kind}-{ds}-s{s}"].get("theta_rel_change") for ds in DATASETS for s in record["config"]["seeds"]]
+    rel = [record["units"][unit_key(kind, ds, seed=s)].get("theta_rel_change") for ds in DATASETS for s in record["config"]["seeds"]]
     if None in rel:
         return V.missing("θ moved", f"‖θ − θ₀‖/‖θ₀‖ of {kind}")
     g = V.theta_moved(min(rel))
@@ -95,7 +96,7 @@ def rules_table_rows(record) -> list[tuple[str, str, str]]:
     say = lambda ok: V.HOLDS if ok else V.FAILS  # noqa: E731
     rows = []
     for ds in DATASETS:
-        start = record["units"][f"DEEN-{ds}-s{record['config']['seeds'][0]}"]["start_modes"]
+        start = record["units"][unit_key("DEEN", ds, seed=record["config"]["seeds"][0])]["start_modes"]
         planted = planted_collapse(record["summary"]["reference"][ds]["true_masses"])
         rows.append((f"mode collapse relative to the start ({ds})", say(collapsed(start, start)) + " (q_θ = q_θ₀)",
                      say(collapsed(planted, start)) + f" (q_σ without its heaviest part, masses {_list(planted['masses'])})"))
@@ -110,7 +111,7 @@ def claims(record) -> list[dict]:
     """
     cfg, S = record["config"], record["summary"]
     seeds, tol, eps64 = cfg["seeds"], cfg["tol"], float(np.finfo(np.float64).eps)
-    u = lambda k, ds, s: record["units"][f"{k}-{ds}-s{s}"]  # noqa: E731
+    u = lambda k, ds, s: record["units"][unit_key(k, ds, seed=s)]  # noqa: E731
     ref = S["reference"]
     deen_ok = [_trivial(record, "DEEN", ds) for ds in DATASETS]
     planted_ok = all(0.0 < 0.25 * ref[ds]["kl_q_gauss"] for ds in DATASETS)  # q_θ = q_σ itself has KL 0

@@ -28,26 +28,26 @@ import numpy as np
 import torch
 
 from smlib import data, metrics, models
+from smlib.experiments.configs import DeenMnistConfig
 from smlib.experiments import deen_training as T
 from smlib.experiments.deen_mnist_claims import (PAPER_SIGMA, _fmt, claims, decided_by,  # noqa: F401
                                                  first_run, runs)
 from smlib.experiments.runner import Experiment, Unit, default_dtype
+from smlib.experiments.records import unit_key
 
 __all__ = ["DeenMnist", "MLPPlusGaussian", "row_space_basis", "rank_floor", "claims", "plot_parzen", "plot_fig2",
            "train_units", "deen_train", "runs", "first_run"]
 
 # training (smlib.experiments.deen_training): lr chosen from lr_grid on validation digits, warm-up, best checkpoint
-_COMMON = dict(sigma=None, sigma_prime=0.3, lr_grid=[3e-3, 1e-3, 3e-4, 1e-4, 3e-5], warmup=1000, grad_clip=None,
-               hidden=[128, 128, 256], activation="tanh", gaussian_expert=True, sigma_margin=0.15, sigma_tol=0.01,
-               tol=0.02, n_t=31, n_show=8, split_seed=0)
 PRESETS = {
-    "ci": dict(_COMMON, n_parzen=2000, n_valid=500, parzen_replicates=2, sigma_kernels=2000, lr_grid=[3e-3, 1e-3, 3e-4],
-               select_steps=100, warmup=50, n_steps=700, val_every=100, seeds=[0], batch_size=128, log_every=10, checkpoint_every=1000,
-               n_test=500, n_noise=2),
+    "ci": DeenMnistConfig(lr_grid=(3e-3, 1e-3, 3e-4), warmup=50, n_parzen=2000, n_valid=500, parzen_replicates=2,
+                          sigma_kernels=2000, select_steps=100, n_steps=700, val_every=100, seeds=(0,), log_every=10,
+                          checkpoint_every=1000, n_test=500, n_noise=2),
     # σ* at n_parzen kernels on 3 disjoint blocks of the training split (no kernel or held-out digit shared)
-    "paper": dict(_COMMON, n_parzen=18_000, n_valid=2000, parzen_replicates=3, sigma_kernels=50_000, select_steps=10_000, n_steps=120_000,
-                  val_every=1000, seeds=[0, 1, 2], batch_size=128, log_every=100, checkpoint_every=5000, n_test=5000,
-                  n_noise=3),
+    "paper": DeenMnistConfig(lr_grid=(3e-3, 1e-3, 3e-4, 1e-4, 3e-5), warmup=1000, n_parzen=18_000, n_valid=2000,
+                             parzen_replicates=3, sigma_kernels=50_000, select_steps=10_000, n_steps=120_000,
+                             val_every=1000, seeds=(0, 1, 2), log_every=100, checkpoint_every=5000, n_test=5000,
+                             n_noise=3),
 }
 
 
@@ -84,7 +84,7 @@ def make_model(kind, cfg, x_train, sigma, seed):
 def train_units(cfg):
     """The selection unit of each network kind, then one unit per kind and training seed."""
     kinds = ["DEEN", "DEEN_expert"] if cfg["gaussian_expert"] else ["DEEN"]
-    return [Unit(f"select-{k}", kind=k) for k in kinds] + [Unit(f"{k}-s{s}", kind=k, seed=s) for k in kinds
+    return [Unit(unit_key("select", k), kind=k) for k in kinds] + [Unit(unit_key(k, seed=s), kind=k, seed=s) for k in kinds
                                                              for s in cfg["seeds"]]
 
 
@@ -96,7 +96,7 @@ def deen_train(unit, x_train, x_valid, sigma, cfg, *, checkpoint, device, progre
     if unit.key.startswith("select-"):
         return None, None, T.select_lr(make, x_train, sigma, cfg, pairs, checkpoint=checkpoint, device=device,
                                        progress=progress)
-    lr = T.selection_of(checkpoint, f"select-{unit['kind']}")["selected_lr"]
+    lr = T.selection_of(checkpoint, unit_key("select", unit["kind"]))["selected_lr"]
     model = make(unit["seed"])
     history, info = T.train_seed(model, x_train, sigma, cfg, lr, unit["seed"], pairs, checkpoint=checkpoint,
                                  device=device, progress=progress)
@@ -171,7 +171,7 @@ class DeenMnist(Experiment):
     presets = PRESETS
 
     def units(self, cfg):
-        return [Unit("parzen")] + train_units(cfg)
+        return [Unit(unit_key("parzen"))] + train_units(cfg)
 
     def split(self, cfg, r):
         """Replicate r: ``n_valid`` held-out digits and ``n_parzen`` kernels from block r of a random partition

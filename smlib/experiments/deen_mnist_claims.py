@@ -11,6 +11,7 @@ import numpy as np
 
 from smlib.experiments import verdicts as V
 from smlib.experiments.deen_gates import zero_score_gate
+from smlib.experiments.records import unit_key
 
 __all__ = ["PAPER_SIGMA", "claims", "runs", "first_run", "decided_by", "trained_gate", "lr_edge_gate", "reached_bound"]
 
@@ -22,7 +23,7 @@ def runs(record, kind: str = "DEEN") -> list[dict]:
     U = record["units"]
     if kind in U:
         return [U[kind]]
-    return [U[f"{kind}-s{s}"] for s in record["config"]["seeds"] if f"{kind}-s{s}" in U]
+    return [U[unit_key(kind, seed=s)] for s in record["config"]["seeds"] if unit_key(kind, seed=s) in U]
 
 
 def first_run(record, kind: str = "DEEN") -> dict:
@@ -44,7 +45,7 @@ def lr_edge_gate(record, kind) -> V.Gate:
     """The selected learning rate of ``kind`` against its grid. A record whose protocol selected no rate (the
     first records: the paper's fixed 10⁻³) has no edge to sit at, and says so; a record that has training
     seeds but lacks their selection unit cannot be checked."""
-    sel = record["units"].get(f"select-{kind}")
+    sel = record["units"].get(unit_key("select", kind))
     if sel is None and kind in record["units"]:
         return V.Gate("grid edge", True, f"{kind}: no learning-rate selection in this protocol (fixed rate)")
     if sel is None:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from smlib import data, metrics
+from smlib.experiments.configs import DeenPatchesConfig
 from smlib.experiments import verdicts as V
 from smlib.experiments.deen_gates import final_loss
 from smlib.experiments.deen_mnist import deen_train, img, loss_curve, rank_floor, train_units
@@ -35,17 +36,12 @@ from smlib.experiments.runner import Experiment
 
 __all__ = ["DeenPatches", "median_gauss", "claims", "plot_fig3"]
 
-_COMMON = dict(size=32, noise_factor=0.5, sources=["skimage"], flat=2 / 255, lr=1e-3,
-               hidden=[256, 256, 256, 512, 512], activation="tanh", gaussian_expert=True, median_sizes=[1, 3, 5],
-               gauss_widths=[0.0, 0.5, 0.75, 1.0, 1.5], fixed_baseline=[3, 1.0], tol=0.02, n_show=8, split_seed=0,
-               lr_grid=[3e-3, 1e-3, 3e-4, 1e-4, 3e-5], warmup=1000, grad_clip=None)
-# training (smlib.experiments.deen_training): lr chosen from lr_grid on validation patches (the budget of
-# select_steps covers step 12,800, where the first record's network collapsed), warm-up, best checkpoint
 PRESETS = {
-    "ci": dict(_COMMON, n_patches=20_000, n_valid=300, n_test=500, n_noise=2, lr_grid=[3e-3, 1e-3, 3e-4], select_steps=50,
-               warmup=20, n_steps=150, val_every=50, seeds=[0], batch_size=128, log_every=10, checkpoint_every=300),
-    "paper": dict(_COMMON, n_patches=100_000, n_valid=1000, n_test=2000, n_noise=3, select_steps=15_000, n_steps=50_000,
-                  val_every=1000, seeds=[0, 1, 2], batch_size=128, log_every=100, checkpoint_every=2000),
+    "ci": DeenPatchesConfig(lr_grid=(3e-3, 1e-3, 3e-4), warmup=20, n_patches=20_000, n_valid=300, n_test=500, n_noise=2,
+                            select_steps=50, n_steps=150, val_every=50, seeds=(0,), log_every=10, checkpoint_every=300),
+    "paper": DeenPatchesConfig(lr_grid=(3e-3, 1e-3, 3e-4, 1e-4, 3e-5), warmup=1000, n_patches=100_000, n_valid=1000,
+                               n_test=2000, n_noise=3, select_steps=15_000, n_steps=50_000, val_every=1000,
+                               seeds=(0, 1, 2), log_every=100, checkpoint_every=2000),
 }
 
 

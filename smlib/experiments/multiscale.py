@@ -35,9 +35,11 @@ import numpy as np
 import torch
 
 from smlib import data, models, samplers
+from smlib.experiments.configs import MultiscaleConfig
 from smlib.experiments import verdicts as V
 from smlib.experiments import runner
 from smlib.experiments.runner import Experiment, Unit, default_dtype
+from smlib.experiments.records import unit_key
 from smlib.objectives.multiscale import MultiScaleDSM, geometric_sigmas
 from smlib.scores import score as score_of
 
@@ -45,16 +47,11 @@ __all__ = ["Multiscale", "DATASETS", "KINDS", "claims", "plot_samples", "smoothe
 
 DATASETS = ("spiral", "mixture")
 KINDS = ("single", "energy", "score", "oracle")
-_COMMON = dict(sigma_single=0.1, sigma_min=0.05, spiral_sigma_max=2.0, mixture_sigma_max=4.0, n_levels=10,
-               hidden=[64, 64, 64], single_hidden=[32, 32, 32], activation="softplus", lr=1e-3,
-               spiral_noise=0.05, spiral_components=128, spiral_bound=1.6, mixture_bound=4.5, mixture_sep=2.0, mixture_std=0.35,
-               mixture_weights=[0.8, 0.2], n_arcs=4, n_hist=40, off_quantile=0.01, step_lr=5e-4, data_seed=1,
-               distance_bins=[0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2], n_plot_points=600)
 PRESETS = {
-    "ci": dict(_COMMON, n_steps=600, batch_size=128, n_train=5000, seeds=[0], n_samples=600, n_steps_each=25,
-               hidden=[32, 32, 32]),
-    "paper": dict(_COMMON, n_steps=20_000, batch_size=256, n_train=50_000, seeds=[0, 1, 2], n_samples=10_000,
-                  n_steps_each=100),
+    "ci": MultiscaleConfig(hidden=(32, 32, 32), n_steps=600, batch_size=128, n_train=5000, seeds=(0,), n_samples=600,
+                           n_steps_each=25),
+    "paper": MultiscaleConfig(hidden=(64, 64, 64), n_steps=20_000, batch_size=256, n_train=50_000, seeds=(0, 1, 2),
+                              n_samples=10_000, n_steps_each=100),
 }
 
 
@@ -114,7 +111,7 @@ class Multiscale(Experiment):
     presets = PRESETS
 
     def units(self, cfg):
-        return [Unit(f"{k}-{ds}-s{s}", kind=k, dataset=ds, seed=s) for ds in DATASETS for s in cfg["seeds"] for k in KINDS]
+        return [Unit(unit_key(k, ds, seed=s), kind=k, dataset=ds, seed=s) for ds in DATASETS for s in cfg["seeds"] for k in KINDS]
 
     # ------------------------------------------------------------------ data and references
     def setup(self, cfg, device):
@@ -275,7 +272,7 @@ METHODS = (("single", "langevin"), ("single", "mala"), ("energy", "annealed"), (
 
 
 def _m(record, kind, sampler, ds, s, key):
-    return record["units"][f"{kind}-{ds}-s{s}"]["samplers"][sampler][key]
+    return record["units"][unit_key(kind, ds, seed=s)]["samplers"][sampler][key]
 
 
 def _fmt(vals):
@@ -289,7 +286,7 @@ def _gates(record, ds, kinds):
     fails = []
     for k in kinds:
         for s in cfg["seeds"]:
-            u = record["units"][f"{k}-{ds}-s{s}"]
+            u = record["units"][unit_key(k, ds, seed=s)]
             lo = ref["loss_min"]["single" if k == "single" else "multi"]
             if "loss" in u and not u["loss"]["final"] < 0.5 * (u["loss"]["zero_score_level"] + lo):
                 fails.append(f"{k} s{s} ended nearer the zero-score loss than the least loss ({u['loss']['final']:.3g} vs "
@@ -374,7 +371,7 @@ def plot_samples(record, fig, title=None):
         b = record["config"][f"{ds}_bound"]
         for j, (k, sm) in enumerate(cols):
             ax = axes[i, j]
-            pts = np.asarray(record["summary"]["truth_plot"][ds] if k == "truth" else record["units"][f"{k}-{ds}-s{s}"]["plot"][sm])
+            pts = np.asarray(record["summary"]["truth_plot"][ds] if k == "truth" else record["units"][unit_key(k, ds, seed=s)]["plot"][sm])
             ax.scatter(pts[:, 0], pts[:, 1], s=1.5, color="k" if k == "truth" else f"C{j}")
             ax.set(xlim=(-b, b), ylim=(-b, b), aspect="equal", xticks=[], yticks=[])
             if k != "truth":

@@ -38,6 +38,7 @@ import torch
 
 from smlib import metrics, models
 from smlib._io import atomic_write
+from smlib.experiments.configs import Swersky2011Config
 from smlib.experiments import swersky2011_data, swersky2011_eval
 from smlib.experiments import verdicts as V
 from smlib.experiments.records import unit_key
@@ -51,19 +52,14 @@ __all__ = ["Swersky2011", "ESTIMATORS", "COLORS", "claims", "objective_for", "cu
            "plot_smd_sigma", "gabor_table", "denoising_table", "timing_note", "rules_table_rows"]
 
 
-_COMMON = dict(batch_size=128, patch_size=16, gray=False, keep=0.99, gamma=1.0, optimizer="sgd", momentum=0.0,
-               dtype="float32", smd_sigma=1.0, noise_std=1.0, sampler="hmc", n_leapfrog=10, hmc_step=0.05,
-               target_accept=0.9, step_rule="reject_target", target_reject=0.1, fast_lr=1e-2, fast_decay=0.95, map_lambdas=[0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
-               tol=0.01, sources=["skimage", "skimage_jpeg", "sklearn"], n_test_images=2, split_seed=0, block=32,
-               drop_flat=0.01, filter_norm="running", ablation_keep=0.973, lr_epochs=10)
 PRESETS = {
-    "ci": dict(_COMMON, n_train=2000, n_epochs=3, n_cov=32, n_mean=16, lr=0.01, seeds=[0], smd_sweep=[0.3],
-               n_test=500, n_val=100, n_denoise=200, n_eval=500, n_noise=2, map_steps=15, n_gabor=8,
-               denoise_dense_until=3, denoise_every=1, ablations=[], lr_grid=[]),
-    "paper": dict(_COMMON, n_train=128_000, n_epochs=100, n_cov=256, n_mean=100, lr=0.001, seeds=[0, 1, 2],
-                  smd_sweep=[0.3, 3.0], n_test=10_000, n_val=300, n_denoise=1000, n_eval=10_000, n_noise=2,
-                  map_steps=40, n_gabor=64, denoise_dense_until=10, denoise_every=5, ablations=["free", "keep"],
-                  lr_grid=[0.001 / 3, 0.001, 0.003]),
+    "ci": Swersky2011Config(n_train=2000, n_epochs=3, n_cov=32, n_mean=16, lr=0.01, seeds=(0,), smd_sweep=(0.3,),
+                            n_test=500, n_val=100, n_denoise=200, n_eval=500, map_steps=15, n_gabor=8,
+                            denoise_dense_until=3, denoise_every=1, ablations=(), lr_grid=()),
+    "paper": Swersky2011Config(n_train=128_000, n_epochs=100, n_cov=256, n_mean=100, lr=0.001, seeds=(0, 1, 2),
+                               smd_sweep=(0.3, 3.0), n_test=10_000, n_val=300, n_denoise=1000, n_eval=10_000,
+                               map_steps=40, n_gabor=64, denoise_dense_until=10, denoise_every=5,
+                               ablations=("free", "keep"), lr_grid=(0.001 / 3, 0.001, 0.003)),
 }
 ABLATIONS = {"free": "C unconstrained (no column normalisation)", "keep": "PCA keeping ablation_keep of the variance"}
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}

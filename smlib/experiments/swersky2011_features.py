@@ -38,6 +38,7 @@ import torch
 
 from smlib import data, metrics, models
 from smlib._io import atomic_write
+from smlib.experiments.configs import Swersky2011FeaturesConfig
 from smlib.experiments import verdicts as V
 from smlib.experiments.records import unit_key
 from smlib.experiments.runner import Experiment, Unit, default_dtype, fit, timing
@@ -50,17 +51,13 @@ PAPER_ACCURACY = dict(CD=64.6, PCD=64.7, FPCD=65.5, SM=65.0, SMD=64.7, AE=57.6) 
 # the equivalence margin relative to the error rate: the paper's ±1 point at its five's mean error of 35.1 %
 PAPER_MARGIN_REL = round(1.0 / (100 - sum(v for k, v in PAPER_ACCURACY.items() if k != "AE") / 5), 4)
 
-_COMMON = dict(batch_size=128, patch=8, stride=4, pool=2, keep=0.99, gamma=1.0, optimizer="sgd", momentum=0.0,
-               dtype="float32", smd_sigma=1.0, sampler="hmc", n_leapfrog=10, hmc_step=0.05, target_accept=0.9,
-               step_rule="reject_target", target_reject=0.1, fast_lr=1e-2,
-               fast_decay=0.95, probe_Cs=[0.01, 0.1, 1.0], alpha=0.05,
-               margin_rel=PAPER_MARGIN_REL, learned_margin=1.0, split_seed=0, lr_epochs=2)
 PRESETS = {
-    "ci": dict(_COMMON, n_seeds=2, n_patches=5000, n_epochs=2, n_cov=16, n_mean=8, lr=0.01, probe_iter=100,
-               n_train_images=500, n_val_images=300, n_test_images=500, patience=1, lr_grid=[], smd_sweep=[]),
-    "paper": dict(_COMMON, n_seeds=5, n_patches=200_000, n_epochs=30, n_cov=64, n_mean=32, lr=3e-4, probe_iter=100,
-                  n_train_images=5000, n_val_images=2000, n_test_images=10_000, patience=3,
-                  lr_grid=[1e-4, 3e-4, 1e-3], smd_sweep=[0.3, 3.0]),
+    "ci": Swersky2011FeaturesConfig(margin_rel=PAPER_MARGIN_REL, n_seeds=2, n_patches=5000, n_epochs=2, n_cov=16, n_mean=8,
+                                    lr=0.01, n_train_images=500, n_val_images=300, n_test_images=500, patience=1,
+                                    lr_grid=(), smd_sweep=()),
+    "paper": Swersky2011FeaturesConfig(margin_rel=PAPER_MARGIN_REL, n_seeds=5, n_patches=200_000, n_epochs=30, n_cov=64,
+                                       n_mean=32, lr=3e-4, n_train_images=5000, n_val_images=2000, n_test_images=10_000,
+                                       patience=3, lr_grid=(1e-4, 3e-4, 1e-3), smd_sweep=(0.3, 3.0)),
 }
 
 
@@ -103,7 +100,7 @@ class Swersky2011Features(Experiment):
         out += [Unit(unit_key(e, seed=r), estimator=e, seed=r) for r in range(cfg["n_seeds"]) for e in ESTIMATORS]
         out += [Unit(unit_key(f"SMD{sig:g}", seed=r), estimator="SMD", seed=r, sigma=sig)  # SMD's σ sweep, every seed
                 for sig in cfg["smd_sweep"] for r in range(cfg["n_seeds"])]
-        return out + [Unit("baselines")]
+        return out + [Unit(unit_key("baselines"))]
 
     def setup(self, cfg, device):
         (xtr, ytr), (xte, yte) = data.load_mnist("train"), data.load_mnist("test")
