@@ -22,8 +22,11 @@ plus the QR of W₁ᵀ once per batch. When d > k the factor V = R is triangular
 skips the zero rows of Ż₁ = Rᵀ block by block (:func:`_direction_blocks`: 5/8 of k²·n₂ with four
 blocks, also in its two reverse products). Each step Ż_l → (Ż_{l+1}, s_{l+1}) is one
 :class:`DirectionProduct` whose backward touches the (n_l, B, r) directions as few times as it can
-(∂s/∂Ż = 2Ż in one pass); the recursion's θ-gradient is then its matrix products plus a handful of
-passes over the directions (`chapters/10_cost_scaling.md` measures it). Earlier versions of `MLPEnergy` ran the same recursion,
+(∂s/∂Ż = 2Ż in one pass), except the last: s_L only enters ΔE as w · (φ''(z_L) ⊙ s_L), whose
+weights are known in the forward, so :class:`WeightedSquares` returns that sum and keeps
+diag(w ⊙ φ''(z_L)) Ż_L instead of Ż_L (its backward makes no pass over the largest tensor). The
+recursion's θ-gradient is then its matrix products plus a handful of passes over the directions
+(`chapters/10_cost_scaling.md` measures it). Earlier versions of `MLPEnergy` ran the same recursion,
 derived from the Gram matrix of ∂z₁/∂x (Ż₁ = Rᵀ with W₁ᵀ = QR); the pre-activation identity is
 why its cost stopped growing with d once d exceeds k.
 
@@ -56,6 +59,7 @@ from smlib.models.first_layer import first_layer_factor, sandwich_diagonal
 __all__ = [
     "DIAGONAL_ROUTES",
     "DirectionProduct",
+    "WeightedSquares",
     "forward_laplacian",
     "functional_score_divergence",
     "hessian_diagonal",
