@@ -129,9 +129,10 @@ class DirectionProduct(torch.autograd.Function):
 
 def _direction_input_grads(gX, d1, Zdot):
     """(∂/∂φ', ∂/∂Ż_l) of X = diag(φ') Ż_l given ∂/∂X (n_l, B, r): one pass each over the directions."""
-    if Zdot.ndim == 2:  # shared Ż₁: batched matrix–vector products, no (n_l, B, r) temporary
-        return torch.bmm(gX, Zdot.unsqueeze(-1)).squeeze(-1).T, torch.bmm(d1.T.unsqueeze(1), gX).squeeze(1)
-    return (gX * Zdot).sum(-1).T, gX * d1.T.contiguous().unsqueeze(-1)
+    d1t = d1.T.contiguous()  # contiguous (n_l, B): a strided operand sends bmm to a loop of copies
+    if Zdot.ndim == 2:  # shared Ż₁: ∂/∂Ż₁ sums over the batch, one batched product
+        return (gX * Zdot.unsqueeze(1)).sum(-1).T, torch.bmm(d1t.unsqueeze(1), gX).squeeze(1)
+    return (gX * Zdot).sum(-1).T, gX * d1t.unsqueeze(-1)
 
 
 class WeightedSquares(torch.autograd.Function):
