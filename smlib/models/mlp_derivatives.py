@@ -22,8 +22,11 @@ plus the QR of W₁ᵀ once per batch. When d > k the factor V = R is triangular
 skips the zero rows of Ż₁ = Rᵀ block by block (:func:`_direction_blocks`: 5/8 of k²·n₂ with four
 blocks, also in its two reverse products). Each step Ż_l → (Ż_{l+1}, s_{l+1}) is one
 :class:`DirectionProduct` whose backward touches the (n_l, B, r) directions as few times as it can
-(∂s/∂Ż = 2Ż in one pass); the recursion's θ-gradient is then its matrix products plus a handful of
-passes over the directions (`chapters/10_cost_scaling.md` measures it). Earlier versions of `MLPEnergy` ran the same recursion,
+(∂s/∂Ż = 2Ż in one pass), except the last: s_L only enters ΔE as w · (φ''(z_L) ⊙ s_L), whose
+weights are known in the forward, so :class:`WeightedSquares` returns that sum and keeps
+diag(w ⊙ φ''(z_L)) Ż_L instead of Ż_L (its backward makes no pass over the largest tensor). The
+recursion's θ-gradient is then its matrix products plus a handful of passes over the directions
+(`chapters/10_cost_scaling.md` measures it). Earlier versions of `MLPEnergy` ran the same recursion,
 derived from the Gram matrix of ∂z₁/∂x (Ż₁ = Rᵀ with W₁ᵀ = QR); the pre-activation identity is
 why its cost stopped growing with d once d exceeds k.
 
@@ -56,6 +59,7 @@ from smlib.models.first_layer import first_layer_factor, sandwich_diagonal
 __all__ = [
     "DIAGONAL_ROUTES",
     "DirectionProduct",
+    "WeightedSquares",
     "forward_laplacian",
     "functional_score_divergence",
     "hessian_diagonal",
@@ -119,14 +123,70 @@ class DirectionProduct(torch.autograd.Function):
         if torch.is_grad_enabled():  # a differentiable backward (create_graph): X as a function of φ', Ż
             X = DirectionProduct._scaled(d1, Zdot)
         gW = gZ @ X.reshape(n0, B * r).T if ctx.needs_input_grad[2] else None
-        gX = (W.T @ gZ).reshape(n0, B, r)
-        if Zdot.ndim == 2:  # shared Ż₁: batched matrix–vector products, no (n_l, B, r) temporary
-            gZdot = torch.bmm(d1.T.unsqueeze(1), gX).squeeze(1)
-            gd1 = torch.bmm(gX, Zdot.unsqueeze(-1)).squeeze(-1).T
-        else:
-            gZdot = gX * d1.T.contiguous().unsqueeze(-1)
-            gd1 = (gX * Zdot).sum(-1).T
+        gd1, gZdot = _direction_input_grads((W.T @ gZ).reshape(n0, B, r), d1, Zdot)
         return gd1, gZdot, gW
+
+
+def _direction_input_grads(gX, d1, Zdot):
+    """(∂/∂φ', ∂/∂Ż_l) of X = diag(φ') Ż_l given ∂/∂X (n_l, B, r): one pass each over the directions."""
+    d1t = d1.T.contiguous()  # contiguous (n_l, B): a strided operand sends bmm to a loop of copies
+    if Zdot.ndim == 2:  # shared Ż₁: ∂/∂Ż₁ sums over the batch, one batched product
+        return (gX * Zdot.unsqueeze(1)).sum(-1).T, torch.bmm(d1t.unsqueeze(1), gX).squeeze(1)
+    return (gX * Zdot).sum(-1).T, gX * d1t.unsqueeze(-1)
+
+
+class WeightedSquares(torch.autograd.Function):
+    r"""The last step of recursion (F), contracted: t = Σᵢ cᵢ s_{L,i} with s_L = Σₘ (W diag(φ') Ż)²_{·m}.
+
+    ``apply(d1, Zdot, W, c)`` with d1, Ż, W as in :class:`DirectionProduct` and c = w ⊙ φ''(z_L)
+    (B, n_L) returns t (B,), the part w · (φ''(z_L) ⊙ s_L) of ΔE, plus two tensors kept for the
+    backward (not differentiable): Y = diag(c) Ż_L (n_L, B, r) and s_L (B, n_L). Since c is known
+    in the forward, ∂t/∂Ż_L = 2 g_t diag(c) Ż_L = 2 g_t Y needs no pass over Ż_L in the backward:
+    Y is formed in place while Ż_L is still in cache, and the per-sample g_t goes on the smaller
+    diag(φ') Ż_{L−1} (recomputed from Ż_{L−1}, which is kept anyway), so the backward is
+    ∂W = 2 Y (diag(g_t φ') Ż_{L−1})ᵀ and ∂X = 2 Wᵀ Y scaled by g_t in the passes that follow.
+    Differentiable backward (higher derivatives, ``generate_vmap_rule``) as in :class:`DirectionProduct`.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(d1, Zdot, W, c):
+        X = DirectionProduct._scaled(d1, Zdot)
+        n0, B, r = X.shape
+        Y = (W @ X.reshape(n0, B * r)).reshape(-1, B, r)
+        s = torch.linalg.vector_norm(Y, dim=-1).square().T
+        Y.mul_(c.T.contiguous().unsqueeze(-1))  # Ż_L is no longer needed: diag(c) Ż_L in its place
+        return (c * s).sum(-1), Y, s
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        d1, Zdot, W, c = inputs
+        _, Y, s = output
+        ctx.mark_non_differentiable(Y, s)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(d1, Zdot, W, c, Y, s)
+
+    @staticmethod
+    def backward(ctx, gt, _gY, _gs):
+        d1, Zdot, W, c, Y, s = ctx.saved_tensors
+        if gt is None:
+            return None, None, None, None
+        if torch.is_grad_enabled():  # a differentiable backward (create_graph): Y, s as functions of the inputs
+            Z = DirectionProduct.apply(d1, Zdot, W)[0]
+            s = torch.linalg.vecdot(Z, Z).T
+            Y = c.T.unsqueeze(-1) * Z
+        n1, B, r = Y.shape
+        n0 = W.shape[1]
+        g = (2 * gt).unsqueeze(-1)  # (B, 1): ∂t/∂Ż_L = g ⊙ Y
+        gc = gt.unsqueeze(-1) * s if ctx.needs_input_grad[3] else None
+        Yf = Y.reshape(n1, B * r)
+        gW = None
+        if ctx.needs_input_grad[2]:
+            Xg = DirectionProduct._scaled(d1 * g, Zdot)  # diag(g φ') Ż_{L−1}
+            gW = Yf @ Xg.reshape(n0, B * r).T
+        gd1, gZdot = _direction_input_grads((W.T @ Yf).reshape(n0, B, r), d1 * g, Zdot)
+        return gd1 * g, gZdot, gW, gc  # g_t moved off the directions: onto the (B, n_{L−1}) results
 
 
 #: blocks of directions for the triangular first factor (d > k), see :func:`_direction_blocks`
@@ -179,6 +239,11 @@ def _forward_laplacian(x, weights, biases, w_out, activation, n_blocks):
         W = weights[l + 1]
         z = F.linear(a, W, biases[l + 1])
         lap_z = lap_a @ W.T
+        if l == len(weights) - 2:  # the last product only enters ΔE through w · (φ''(z_L) ⊙ s_L)
+            a, d1_L, d2_L = act(z)
+            c = w_out * d2_L
+            t = [WeightedSquares.apply(d1[:, i0:], Zdot, W[:, i0:], c)[0] for i0, Zdot in blocks]
+            return (d1_L * lap_z) @ w_out + (t[0] if len(t) == 1 else torch.stack(t).sum(0))
         # each block of directions is its own chain: Ż_{l+1} (n_{l+1}, B, r_j), s_{l+1} = Σ_j s_{l+1}^(j)
         parts = [DirectionProduct.apply(d1[:, i0:], Zdot, W[:, i0:]) for i0, Zdot in blocks]
         blocks = [(0, p[0]) for p in parts]
