@@ -62,5 +62,5 @@ class Toy(runner.Experiment):
 
     def summarise(self, ctx, cfg, results):
         last = [r["loss"][-1] for r in results.values()]
-        return {"claims": [{"claim": "losses are finite", "rule": "all finite", "numbers": str(last),
-                            "verdict": verdicts.verdict([all(v == v for v in last)])}]}
+        return {"claims": [verdicts.claim("losses-finite", "losses are finite", "all finite", [str(last)],
+                                          verdicts.verdict([all(v == v for v in last)]))]}
