@@ -13,7 +13,7 @@ from bench import reference
 from bench.cases import CPU_EXACT_SM_BUDGET, _adam_step, _dsm, _mlp, _n_weights
 from smlib import models, objectives
 from smlib.book.timing import time_group
-from smlib.models import mlp_derivatives
+from smlib.models import _gemm, mlp_derivatives
 from smlib.models.first_layer import FirstLayerLaplacian
 
 __all__ = ["FIRST_LAYER_NETWORKS", "QUICK_FIRST_LAYER_NETWORKS", "first_layer", "first_layer_targets"]
@@ -41,6 +41,18 @@ def _kl(route):
     return loss
 
 
+def _sm_step_matmul_only(model, x):
+    """The exact-SM step with the recursion's products by `@` (MKL on CPU) instead of oneDNN
+    (`smlib.models._gemm`), forward and backward: what the oneDNN products change, side by side."""
+    step = _adam_step(model, objectives.sm, x)
+
+    def run():
+        with _gemm.matmul_only():
+            step()
+
+    return run
+
+
 def _first_layer_row(label, dim, hidden, batch, device, reps):
     torch.manual_seed(0)
     x = torch.randn(batch, dim, device=device)
@@ -53,6 +65,7 @@ def _first_layer_row(label, dim, hidden, batch, device, reps):
     fns = {"dsm_ms": _adam_step(_mlp(dim, hidden, device), _dsm, x),
            "sm_gram_ms": _adam_step(_mlp(dim, hidden, device), reference.sm_gram, x),
            "sm_preactivation_ms": _adam_step(_mlp(dim, hidden, device), objectives.sm, x),
+           "sm_preactivation_mkl_ms": _sm_step_matmul_only(_mlp(dim, hidden, device), x),
            "kl_preactivation_ms": _adam_step(_mlp(dim, hidden, device), _kl("preactivation"), x)}
     if heavy:
         row["skipped"] = ("sm_loop, sm_generic_preactivation and kl_input: d·B·weights = "
@@ -64,6 +77,7 @@ def _first_layer_row(label, dim, hidden, batch, device, reps):
         fns["sm_loop_ms"] = _adam_step(_mlp(dim, hidden, device), reference.sm_loop, x)
     row.update(time_group(fns, device, reps=reps, warmup=1, budget_s=60.0))
     row["sm_over_dsm"] = row["sm_preactivation_ms"] / row["dsm_ms"]
+    row["onednn_over_mkl"] = row["sm_preactivation_ms"] / row["sm_preactivation_mkl_ms"]
     row["preactivation_over_gram"] = row["sm_preactivation_ms"] / row["sm_gram_ms"]
     row["kl_preactivation_over_dsm"] = row["kl_preactivation_ms"] / row["dsm_ms"]
     if not heavy:

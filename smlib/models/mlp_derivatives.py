@@ -26,7 +26,8 @@ blocks, also in its two reverse products). Each step Ż_l → (Ż_{l+1}, s_{l+1}
 weights are known in the forward, so :class:`WeightedSquares` returns that sum and keeps
 diag(w ⊙ φ''(z_L)) Ż_L instead of Ż_L (its backward makes no pass over the largest tensor). The
 recursion's θ-gradient is then its matrix products plus a handful of passes over the directions
-(`chapters/10_cost_scaling.md` measures it). Earlier versions of `MLPEnergy` ran the same recursion,
+(`chapters/10_cost_scaling.md` measures it); on a CPU the large products go through
+`smlib.models._gemm.mm` (oneDNN where available). Earlier versions of `MLPEnergy` ran the same recursion,
 derived from the Gram matrix of ∂z₁/∂x (Ż₁ = Rᵀ with W₁ᵀ = QR); the pre-activation identity is
 why its cost stopped growing with d once d exceeds k.
 
@@ -53,6 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from smlib._checks import check_choice
+from smlib.models._gemm import mm
 from smlib.models.activations import ACTIVATIONS
 from smlib.models.first_layer import first_layer_factor, sandwich_diagonal
 
@@ -97,7 +99,7 @@ class DirectionProduct(torch.autograd.Function):
     def forward(d1, Zdot, W):
         X = DirectionProduct._scaled(d1, Zdot)  # (n_l, B, r)
         n0, B, r = X.shape
-        Z = (W @ X.reshape(n0, B * r)).reshape(-1, B, r)  # one matrix product for the whole batch
+        Z = mm(W, X.reshape(n0, B * r)).reshape(-1, B, r)  # one matrix product for the whole batch
         s = torch.linalg.vector_norm(Z, dim=-1).square().T
         return Z, s, X
 
@@ -122,8 +124,8 @@ class DirectionProduct(torch.autograd.Function):
         gZ = gZ.reshape(n1, B * r)
         if torch.is_grad_enabled():  # a differentiable backward (create_graph): X as a function of φ', Ż
             X = DirectionProduct._scaled(d1, Zdot)
-        gW = gZ @ X.reshape(n0, B * r).T if ctx.needs_input_grad[2] else None
-        gd1, gZdot = _direction_input_grads((W.T @ gZ).reshape(n0, B, r), d1, Zdot)
+        gW = mm(gZ, X.reshape(n0, B * r).T) if ctx.needs_input_grad[2] else None
+        gd1, gZdot = _direction_input_grads(mm(W.T, gZ).reshape(n0, B, r), d1, Zdot)
         return gd1, gZdot, gW
 
 
@@ -154,7 +156,7 @@ class WeightedSquares(torch.autograd.Function):
     def forward(d1, Zdot, W, c):
         X = DirectionProduct._scaled(d1, Zdot)
         n0, B, r = X.shape
-        Y = (W @ X.reshape(n0, B * r)).reshape(-1, B, r)
+        Y = mm(W, X.reshape(n0, B * r)).reshape(-1, B, r)
         s = torch.linalg.vector_norm(Y, dim=-1).square().T
         Y.mul_(c.T.contiguous().unsqueeze(-1))  # Ż_L is no longer needed: diag(c) Ż_L in its place
         return (c * s).sum(-1), Y, s
@@ -184,8 +186,8 @@ class WeightedSquares(torch.autograd.Function):
         gW = None
         if ctx.needs_input_grad[2]:
             Xg = DirectionProduct._scaled(d1 * g, Zdot)  # diag(g φ') Ż_{L−1}
-            gW = Yf @ Xg.reshape(n0, B * r).T
-        gd1, gZdot = _direction_input_grads((W.T @ Yf).reshape(n0, B, r), d1 * g, Zdot)
+            gW = mm(Yf, Xg.reshape(n0, B * r).T)
+        gd1, gZdot = _direction_input_grads(mm(W.T, Yf).reshape(n0, B, r), d1 * g, Zdot)
         return gd1 * g, gZdot, gW, gc  # g_t moved off the directions: onto the (B, n_{L−1}) results
 
 
