@@ -87,3 +87,41 @@ def test_laplacian_second_order_in_x_and_vmap_of_the_functional_form():
     got = torch.func.vmap(lambda p: MD.functional_score_divergence(p, x.detach(), "tanh"))(stacked)
     for i, m in enumerate(members):
         torch.testing.assert_close(got[i], m.score_divergence(x.detach()), **TOL)
+
+
+# ---------------------------------------------------------------- one-pass (ψ, ∇·ψ) of MLPEnergy (objectives.sm)
+@pytest.mark.parametrize("hidden", [(9,), (12, 7), (10, 8, 13)])
+def test_gradient_and_laplacian_equal_autograd_and_the_recursion(hidden):
+    torch.manual_seed(3)
+    net = MLPEnergy(6, hidden=hidden, activation="softplus").double()
+    x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    grad, lap = MD.gradient_and_laplacian(x, *net._parameters_by_layer(), net.activation)
+    auto = torch.autograd.grad(net.energy(x).sum(), x)[0]
+    assert torch.allclose(grad, auto, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(lap, MD.forward_laplacian(x, *net._parameters_by_layer(), net.activation), rtol=1e-12, atol=1e-12)
+
+
+def test_sm_loss_and_gradients_by_the_one_pass_route_equal_autograds_double_backward():
+    torch.manual_seed(4)
+    net = MLPEnergy(30, hidden=(16, 12, 20), activation="tanh").double()
+    x = torch.randn(8, 30, dtype=torch.float64)
+    params = [p for n, p in net.named_parameters() if n != "out.bias"]
+    fast, ref = O.sm(net, x), O.sm_generic(net, x, method="vjp")
+    g_fast, g_ref = torch.autograd.grad(fast, params), torch.autograd.grad(ref, params)
+    assert abs(fast.item() - ref.item()) <= 1e-10 * abs(ref.item())
+    for a, b in zip(g_fast, g_ref):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_a_subclass_that_changes_the_energy_is_not_given_the_mlp_route():
+    class Shifted(MLPEnergy):  # E + ¼‖x‖²: ψ and ∇·ψ differ from the MLP's own (Δ¼‖x‖² = d/2)
+        def energy(self, x):
+            return super().energy(x) + 0.25 * (x * x).sum(-1)
+
+        def score_divergence(self, x):
+            return super().score_divergence(x) - 0.5 * x.shape[-1]
+
+    torch.manual_seed(5)
+    net = Shifted(4, hidden=(7, 5)).double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    assert torch.allclose(O.sm(net, x), O.sm_generic(net, x, method="vjp"), rtol=1e-10)

@@ -38,6 +38,10 @@ class _MLPBody:
         return x
 
 
+#: methods whose override in a subclass means the one-pass (ψ, ∇·ψ) of MLPEnergy no longer applies
+_ENERGY_METHODS = ("energy", "features", "score", "score_divergence", "energy_from_preactivation")
+
+
 class MLPEnergy(_MLPBody, EnergyModel):
     r"""DEEN energy network (Saremi et al. 2018): E(x) = w^(L+1)·h^(L)(x) + b, h^(l) = φ(W^(l) h^(l−1) + b^(l)).
 
@@ -95,6 +99,15 @@ class MLPEnergy(_MLPBody, EnergyModel):
         """∇·ψ = −ΔE = −tr(H W₁W₁ᵀ) exactly (`mlp_derivatives.forward_laplacian`), shape (B,)."""
         _check_input(self, x)
         return -mlp_derivatives.forward_laplacian(x, *self._parameters_by_layer(), self.activation)
+
+    def score_and_divergence(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ψ, ∇·ψ) = (−∇ₓE, −ΔE) from one forward pass (`mlp_derivatives.gradient_and_laplacian`), shapes
+        (B, d) and (B,); what `smlib.objectives.sm` uses: one backward instead of autograd's double backward."""
+        _check_input(self, x)
+        if any(getattr(type(self), f) is not getattr(MLPEnergy, f) for f in _ENERGY_METHODS):
+            return self.score(x), self.score_divergence(x)  # a subclass changed E or a derivative: use its own
+        grad, lap = mlp_derivatives.gradient_and_laplacian(x, *self._parameters_by_layer(), self.activation)
+        return -grad, -lap
 
     def score_jacobian_diagonal(self, x: torch.Tensor, route: str = "auto") -> torch.Tensor:
         """∂ψᵢ/∂xᵢ = −∂²E/∂xᵢ² = −wᵢᵀHwᵢ exactly, shape (B, d); used by `smlib.objectives.kingma_lecun`.

@@ -63,6 +63,7 @@ __all__ = [
     "DirectionProduct",
     "WeightedSquares",
     "forward_laplacian",
+    "gradient_and_laplacian",
     "functional_score_divergence",
     "hessian_diagonal",
     "hessian_diagonal_macs",
@@ -226,31 +227,49 @@ def _direction_blocks(W1, n_blocks: int):
     return [(m0, V.T[m0:, m0:m1]) for m0, m1 in itertools.pairwise(edges) if m1 > m0]
 
 
-def _forward_laplacian(x, weights, biases, w_out, activation, n_blocks):
+def _forward_laplacian(x, weights, biases, w_out, activation, n_blocks, with_score=False):
     act = ACTIVATIONS[activation]
     W1 = weights[0]
     blocks = _direction_blocks(W1, n_blocks)  # Ż₁ = Vᵀ (k, r), VᵀV = W₁W₁ᵀ, shared by the batch
     s = (W1 * W1).sum(-1)  # s₁ = diag(G) = Σₘ V²_{m·}, (k,)
     z = F.linear(x, W1, biases[0])
-    lap_z = None
+    lap_z, d1s = None, []
     for l in range(len(weights)):
         a, d1, d2 = act(z)
+        d1s.append(d1)
         lap_a = d2 * s if lap_z is None else d2 * s + d1 * lap_z
         if l == len(weights) - 1:
+            lap = lap_a @ w_out
             break
         W = weights[l + 1]
         z = F.linear(a, W, biases[l + 1])
         lap_z = lap_a @ W.T
         if l == len(weights) - 2:  # the last product only enters ΔE through w · (φ''(z_L) ⊙ s_L)
             a, d1_L, d2_L = act(z)
+            d1s.append(d1_L)
             c = w_out * d2_L
             t = [WeightedSquares.apply(d1[:, i0:], Zdot, W[:, i0:], c)[0] for i0, Zdot in blocks]
-            return (d1_L * lap_z) @ w_out + (t[0] if len(t) == 1 else torch.stack(t).sum(0))
+            lap = (d1_L * lap_z) @ w_out + (t[0] if len(t) == 1 else torch.stack(t).sum(0))
+            break
         # each block of directions is its own chain: Ż_{l+1} (n_{l+1}, B, r_j), s_{l+1} = Σ_j s_{l+1}^(j)
         parts = [DirectionProduct.apply(d1[:, i0:], Zdot, W[:, i0:]) for i0, Zdot in blocks]
         blocks = [(0, p[0]) for p in parts]
         s = parts[0][1] if len(parts) == 1 else torch.stack([p[1] for p in parts]).sum(0)
-    return lap_a @ w_out
+    if not with_score:
+        return lap
+    g = w_out * d1s[-1]  # ∂E/∂z_L, then ∂E/∂z_l = φ'(z_l) ⊙ W_{l+1}ᵀ ∂E/∂z_{l+1}: the forward's φ' reused
+    for l in range(len(weights) - 1, 0, -1):
+        g = (g @ weights[l]) * d1s[l - 1]
+    return g @ W1, lap
+
+
+def gradient_and_laplacian(x, weights: Sequence, biases: Sequence, w_out, activation: str):
+    r"""(∇ₓE, ΔE) in one forward pass: ΔE as :func:`forward_laplacian`, ∇ₓE = W₁ᵀ ∂E/∂z₁ by the reverse
+    recursion ∂E/∂z_l = φ'(z_l) ⊙ W_{l+1}ᵀ ∂E/∂z_{l+1} (∂E/∂z_L = φ'(z_L) ⊙ w) written out, sharing the
+    forward's z_l and φ'(z_l). Both are plain differentiable tensors: the SM loss ½‖∇E‖² − ΔE then takes one
+    backward, where autograd's ``score`` would build a second (create_graph) pass over the network.
+    Shapes (B, d) and (B,)."""
+    return _forward_laplacian(x, weights, biases, w_out, activation, _TRIANGULAR_BLOCKS, with_score=True)
 
 
 def _diagonal_input(x, weights, biases, w_out, act):

@@ -19,7 +19,8 @@ def sm(model, x: torch.Tensor) -> torch.Tensor:
     r"""Exact (implicit) score matching, J_SM = mean_B Σᵢ [½ψᵢ² + ∂ψᵢ/∂xᵢ] (Hyvärinen 2005, Thm 1).
 
     Uses the model's closed form ``model.sm_terms(x)["total"]`` when it has one (GRBM, MCRBM,
-    MPoT: Swersky et al. 2011, eqs. 8, 12), else `sm_generic` with ``method="auto"``.
+    MPoT: Swersky et al. 2011, eqs. 8, 12), else ψ and ∇·ψ from one pass when the model gives both
+    (``model.score_and_divergence``: `MLPEnergy`), else `sm_generic` with ``method="auto"``.
 
     Parameters
     ----------
@@ -33,6 +34,9 @@ def sm(model, x: torch.Tensor) -> torch.Tensor:
     _check(model, x)
     if hasattr(model, "sm_terms"):
         return model.sm_terms(x)["total"]
+    if hasattr(model, "score_and_divergence"):
+        psi, div = model.score_and_divergence(x)
+        return (0.5 * (psi * psi).sum(-1) + div).mean()
     return sm_generic(model, x, method="auto")
 
 
