@@ -115,6 +115,19 @@ class _NoModuleTracker:
         return False
 
 
+def _onednn_linear_flops(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    """oneDNN's linear (`smlib.models._gemm.mm` on CPU): input (…, K) times weightᵀ (K × N), 2·M·K·N."""
+    m = 1
+    for n in input_shape[:-1]:
+        m *= n
+    return 2 * m * input_shape[-1] * weight_shape[0]
+
+
+# PyTorch's counter has no formula for this operator, so the products of the exact-SM route would go uncounted
+_ONEDNN_FORMULAS = ({torch.ops.mkldnn._linear_pointwise: _onednn_linear_flops}
+                    if hasattr(torch.ops.mkldnn, "_linear_pointwise") else {})
+
+
 class FlopCounter(FlopCounterMode):
     """``torch.utils.flop_counter.FlopCounterMode`` (PyTorch's own FLOP formulas) without the per-module
     breakdown: its module tracker hooks the inputs of every module, which makes ``torch.autograd.grad``
@@ -123,7 +136,7 @@ class FlopCounter(FlopCounterMode):
     """
 
     def __init__(self):
-        super().__init__(display=False)
+        super().__init__(display=False, custom_mapping=_ONEDNN_FORMULAS)
         self.mod_tracker = _NoModuleTracker()
 
 

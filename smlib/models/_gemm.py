@@ -10,7 +10,7 @@ kernels — the ones PyTorch's own compiler calls for linear layers on CPU — r
 The oneDNN entry point, ``torch.ops.mkldnn._linear_pointwise``, is a private operator, so
 :func:`mm` uses it only where it is safe — plain float32 CPU tensors, outside autograd (the custom
 backward of the recursion runs without it) and outside ``torch.func`` transforms — and only after a
-one-time check in this process that it exists and agrees with ``@`` on a small product; everywhere
+one-time check in this process (at import) that it exists and agrees with ``@`` on a small product; everywhere
 else, and whenever ``SMLIB_CPU_GEMM=default`` is set, it is ``A @ B``.
 """
 from __future__ import annotations
@@ -68,3 +68,7 @@ def matmul_only():
         yield
     finally:
         _STATE["ok"] = old
+
+
+# checked at import, where no dispatch mode (a FLOP counter, a graph capture) can see the check's products
+onednn_available()
