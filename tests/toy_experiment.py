@@ -9,20 +9,33 @@
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from smlib.experiments import runner, verdicts
+from smlib.experiments.presets import Preset
 from smlib.experiments.records import unit_key
 from smlib.models import MLPEnergy
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToyConfig(Preset):
+    n_steps: int
+    sigma: float = 0.5
+    seeds: tuple[int, ...] = (0, 1)
+    width: int = 4
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.require_positive("n_steps", "sigma", "width")
 
 
 class Toy(runner.Experiment):
     name = "toy"
     title = "two DSM units on a 2-D Gaussian"
-    presets = {"ci": dict(n_steps=6, sigma=0.5, seeds=[0, 1], width=4),
-               "paper": dict(n_steps=12, sigma=0.5, seeds=[0, 1], width=4)}
+    presets = {"ci": ToyConfig(n_steps=6), "paper": ToyConfig(n_steps=12)}
 
     def units(self, cfg):
         return [runner.Unit(unit_key("dsm", seed=s), seed=s) for s in cfg["seeds"]]

@@ -80,7 +80,7 @@ def check_value(value, tp, what: str):
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise bad()
         if not math.isfinite(value):
-            raise ValueError(f"{what} must be finite, got {value!r}")
+            raise ValueError(f"{what}: {value!r} is not a finite number")  # the wording of smlib._cli.check_finite
         return float(value)
     if tp is str:
         if not isinstance(value, str):
