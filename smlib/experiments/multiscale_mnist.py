@@ -52,8 +52,8 @@ PRESETS = {
     "ci": dict(_COMMON, n_train=10_000, n_test=500, hidden=[256, 256], n_steps=600,
                batch_size=64, seeds=[0], n_samples=100, n_steps_each=10, clf_steps=300,
                ema=0.99),  # 0.999 would still weigh the initial weights 0.999^600 ≈ 55 % after 600 steps
-    # the recorded run: ≈ 30 CPU-minutes on one core (41 ms per batch-256 step with the EMA, timed over 3000
-    # steps at these sizes; 6 units × 7000 steps, sampling ≈ 1 min). Batch 256, T = 20 and the EMA: the
+    # the recorded run: 30–36 CPU-minutes on one core (41–49 ms per batch-256 step with the EMA, timed over
+    # 3000 and 7000 steps at these sizes; 6 units × 7000 steps, sampling ≈ 1 min). Batch 256, T = 20 and the EMA: the
     # timed diagnostic runs the chapter reports (without the EMA, T = 100 blew the chains up)
     "paper": dict(_COMMON, n_train=60_000, n_test=2000, hidden=[512, 1024],
                   n_steps=7000, batch_size=256, seeds=[0, 1, 2], n_samples=500, n_steps_each=20, clf_steps=3000),
