@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from smlib import ema as E
 from smlib.experiments import multiscale_mnist as M
 from smlib.experiments import verdicts as V
 from smlib.experiments.runner import resolve
@@ -161,22 +162,22 @@ def test_rank_floor_of_a_narrow_score_network():
 # ---------------------------------------------------------------------- EMA of the weights
 def test_ema_update_is_the_stated_average_and_the_copy_uses_it():
     torch.manual_seed(0)
-    net = M.add_ema(M.PreconditionedScore(4, hidden=(8,)).double())
+    net = E.add_ema(M.PreconditionedScore(4, hidden=(8,)).double())
     before = [p.detach().clone() for p in net.parameters()]
     with torch.no_grad():
         for p in net.parameters():
             p.add_(1.0)
-    M.ema_update(net, 0.9)
+    E.ema_update(net, 0.9)
     for (n, p), b in zip(net.named_parameters(), before):
         assert torch.allclose(getattr(net, "ema__" + n.replace(".", "__")), 0.9 * b + 0.1 * p, atol=1e-12)
-    ema = M.ema_copy(net)
+    ema = E.ema_copy(net)
     for (n, p), q in zip(ema.named_parameters(), net.parameters()):
         assert torch.equal(p, getattr(net, "ema__" + n.replace(".", "__"))) and not torch.equal(p, q)
     for bad in (1.0, -0.1, "a"):
         with pytest.raises(ValueError, match="decay"):
-            M.ema_update(net, bad)
+            E.ema_update(net, bad)
     with pytest.raises(ValueError, match="add_ema"):
-        M.ema_update(M.PreconditionedScore(4, hidden=(8,)), 0.9)
+        E.ema_update(M.PreconditionedScore(4, hidden=(8,)), 0.9)
 
 
 class _Stop(Exception):
@@ -190,12 +191,12 @@ def test_ema_survives_a_checkpoint_and_resume_exactly(tmp_path):
 
     def run(ck, stop_at=None):
         torch.manual_seed(0)
-        net = M.add_ema(M.PreconditionedScore(4, hidden=(8,)))
+        net = E.add_ema(M.PreconditionedScore(4, hidden=(8,)))
 
         def cb(m, step, *_):
             if step == stop_at:
                 raise _Stop
-            M.ema_update(m, 0.8)
+            E.ema_update(m, 0.8)
         try:
             M.runner.fit(net, x, obj, n_steps=12, batch_size=32, lr=1e-2, seed=0, checkpoint=ck, checkpoint_every=4,
                          resume=True, callback=cb, callback_every=1, progress=False)
