@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from smlib import ema as E
 from smlib.experiments import multiscale_mnist as M
 from smlib.experiments import verdicts as V
 from smlib.experiments.runner import resolve
@@ -156,3 +157,57 @@ def test_rank_floor_of_a_narrow_score_network():
     assert narrow > 0.5 * (d - r) - 5 * se
     wide, se = trained_loss(d)
     assert wide < 0.5 * (d - r) - 5 * se
+
+
+# ---------------------------------------------------------------------- EMA of the weights
+def test_ema_update_is_the_stated_average_and_the_copy_uses_it():
+    torch.manual_seed(0)
+    net = E.add_ema(M.PreconditionedScore(4, hidden=(8,)).double())
+    before = [p.detach().clone() for p in net.parameters()]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    E.ema_update(net, 0.9)
+    for (n, p), b in zip(net.named_parameters(), before):
+        assert torch.allclose(getattr(net, "ema__" + n.replace(".", "__")), 0.9 * b + 0.1 * p, atol=1e-12)
+    ema = E.ema_copy(net)
+    for (n, p), q in zip(ema.named_parameters(), net.parameters()):
+        assert torch.equal(p, getattr(net, "ema__" + n.replace(".", "__"))) and not torch.equal(p, q)
+    for bad in (1.0, -0.1, "a"):
+        with pytest.raises(ValueError, match="decay"):
+            E.ema_update(net, bad)
+    with pytest.raises(ValueError, match="add_ema"):
+        E.ema_update(M.PreconditionedScore(4, hidden=(8,)), 0.9)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_ema_survives_a_checkpoint_and_resume_exactly(tmp_path):
+    # an interrupted run resumed from its checkpoint ends with the same averaged weights as an uninterrupted one
+    x = torch.rand(256, 4, generator=torch.Generator().manual_seed(0))
+    obj = M.MultiScaleDSM(sigmas=(1.0, 0.1))
+
+    def run(ck, stop_at=None):
+        torch.manual_seed(0)
+        net = E.add_ema(M.PreconditionedScore(4, hidden=(8,)))
+
+        def cb(m, step, *_):
+            if step == stop_at:
+                raise _Stop
+            E.ema_update(m, 0.8)
+        try:
+            M.runner.fit(net, x, obj, n_steps=12, batch_size=32, lr=1e-2, seed=0, checkpoint=ck, checkpoint_every=4,
+                         resume=True, callback=cb, callback_every=1, progress=False)
+        except _Stop:
+            return None
+        return net
+
+    full = run(tmp_path / "a.pt")
+    assert run(tmp_path / "b.pt", stop_at=7) is None  # the checkpoint of step 4 is on disk
+    resumed = run(tmp_path / "b.pt")
+    bufs = lambda m: {k: v for k, v in m.named_buffers() if k.startswith("ema__")}  # noqa: E731
+    assert bufs(full) and all(torch.equal(v, bufs(resumed)[k]) for k, v in bufs(full).items())
+    p = dict(full.named_parameters())
+    assert any(not torch.equal(v, p[k[5:].replace("__", ".")]) for k, v in bufs(full).items())  # θ̄ ≠ θ
