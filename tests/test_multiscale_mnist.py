@@ -15,6 +15,7 @@ import torch
 from smlib import ema as E
 from smlib.experiments import multiscale_mnist as M
 from smlib.experiments import verdicts as V
+from smlib.experiments import runner
 from smlib.experiments.runner import resolve
 from smlib.metrics import classifier as C
 
@@ -198,7 +199,7 @@ def test_ema_survives_a_checkpoint_and_resume_exactly(tmp_path):
                 raise _Stop
             E.ema_update(m, 0.8)
         try:
-            M.runner.fit(net, x, obj, n_steps=12, batch_size=32, lr=1e-2, seed=0, checkpoint=ck, checkpoint_every=4,
+            runner.fit(net, x, obj, n_steps=12, batch_size=32, lr=1e-2, seed=0, checkpoint=ck, checkpoint_every=4,
                          resume=True, callback=cb, callback_every=1, progress=False)
         except _Stop:
             return None

@@ -255,6 +255,15 @@ def test_each_unit_records_its_time_split(tmp_path, results, monkeypatch):
     assert doc["time"]["eval_s"] >= 1.2
 
 
+def test_a_callback_that_is_part_of_training_is_timed_as_training(tmp_path, results, monkeypatch):
+    monkeypatch.setenv("TOY_SLEEP", "0.2")
+    monkeypatch.setenv("TOY_CALLBACK_TRAINS", "1")
+    runner.run(Toy(), "ci", only=["dsm-s0"], workdir=tmp_path, progress=False, quiet=True)
+    t = json.loads((tmp_path / "toy_ci" / "dsm-s0.json").read_text())["provenance"]["time"]
+    # the two callbacks' 0.4 s go to training; only the timing("eval") block's 0.2 s is evaluation
+    assert 0.2 <= t["eval_s"] < 0.4 and t["train_s"] >= 0.4, t
+
+
 def test_a_unit_that_trains_outside_the_runner_has_an_unknown_split(tmp_path, monkeypatch):
     import smlib.experiments.clock as clock
 

@@ -4,7 +4,8 @@
 ``TOY_GO=file``     wait (≤ 120 s) inside the unit until ``file`` exists (a unit that is running);
 ``TOY_CRASH=1``     SIGKILL the process inside the unit (a crash with the unit's lock held);
 ``TOY_LEAK_DTYPE=1`` set torch's default dtype to float64 and leave it so (a careless protocol);
-``TOY_SLEEP=s``     seconds each evaluation callback sleeps (the time split).
+``TOY_SLEEP=s``     seconds each evaluation callback sleeps (the time split);
+``TOY_CALLBACK_TRAINS=1`` the callback is part of training (``callback_is_training``, e.g. an EMA update).
 """
 import os
 import signal
@@ -68,7 +69,8 @@ class Toy(runner.Experiment):
 
         h = runner.fit(model, ctx["x"].double(), "dsm", options={"sigma": cfg["sigma"]}, n_steps=cfg["n_steps"],
                        batch_size=16, seed=unit["seed"], progress=False, checkpoint=checkpoint, checkpoint_every=2,
-                       resume=True, callback=evaluate, callback_every=3)
+                       resume=True, callback=evaluate, callback_every=3,
+                       callback_is_training=bool(os.environ.get("TOY_CALLBACK_TRAINS")))
         with runner.timing("eval"):
             time.sleep(pause)
         return {"loss": list(h["loss"]), "train_wall_time_s": h.wall_time}

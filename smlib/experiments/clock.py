@@ -84,9 +84,10 @@ def timing(part: str):
         setattr(clock, f"{part}_s", getattr(clock, f"{part}_s") + time.perf_counter() - t0)
 
 
-def fit(*args, callback=None, **kwargs):
+def fit(*args, callback=None, callback_is_training: bool = False, **kwargs):
     """:func:`smlib.train.fit` with its loop counted as training and its ``callback`` as evaluation
-    of the running unit (same arguments, same result)."""
+    of the running unit (same arguments, same result); ``callback_is_training=True`` counts the callback as
+    training too (e.g. an EMA of the weights updated after every step)."""
     clock = _current
     if clock is None or clock._busy:
         return train.fit(*args, callback=callback, **kwargs)
@@ -101,7 +102,7 @@ def fit(*args, callback=None, **kwargs):
 
     clock._busy, t0 = True, time.perf_counter()
     try:
-        return train.fit(*args, callback=timed if callable(callback) else callback, **kwargs)
+        return train.fit(*args, callback=timed if callable(callback) and not callback_is_training else callback, **kwargs)
     finally:
         clock._busy = False
         clock.measured = True

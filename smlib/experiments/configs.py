@@ -6,8 +6,8 @@ experiment module holds its ``"ci"`` and ``"paper"`` instances in ``PRESETS``. F
 order of the dict presets they replace (``kw_only``), so ``config.json`` is unchanged; a field
 without a default differs between the presets.
 
-To convert another experiment (``multiscale_mnist`` is still a dict preset, TODO issue 19): add its
-class here in the same form, then ``PRESETS = {"ci": FooConfig(...), ...}`` in its module.
+A new experiment adds its class here in the same form, then ``PRESETS = {"ci": FooConfig(...), ...}`` in
+its module.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from smlib.experiments.presets import Preset
 from smlib.train.config import OPTIMIZERS
 
 __all__ = ["Swersky2011Config", "Swersky2011FeaturesConfig", "Deen2dConfig", "DeenMnistConfig",
-           "DeenPatchesConfig", "MultiscaleConfig"]
+           "DeenPatchesConfig", "MultiscaleConfig", "MultiscaleMnistConfig"]
 
 _DTYPES = ("float32", "float64")
 
@@ -318,3 +318,55 @@ class MultiscaleConfig(Preset):
         for name in ("spiral_sigma_max", "mixture_sigma_max"):
             if getattr(self, name) <= self.sigma_min:
                 self._fail(name, f"must exceed sigma_min = {self.sigma_min}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MultiscaleMnistConfig(Preset):
+    """Settings of :class:`smlib.experiments.multiscale_mnist.MultiscaleMnist` (annealed Langevin on MNIST)."""
+
+    sigma_max: float = 1.0  # the ladder σ₁ > … > σ_L, geometric
+    sigma_min: float = 0.03
+    n_levels: int = 10
+    sigma_single: float = 0.1  # σ of the single-noise-level model
+    activation: str = "swish"
+    lr: float = 1e-3
+    step_lr: float = 2e-4  # ε: the Langevin step at the last level
+    sigma_data: float = 0.3  # σ_d of the preconditioning
+    ema: float = 0.999  # decay of the weights' moving average that is sampled from (0: none)
+    clf_hidden: tuple[int, ...] = (128,)
+    clf_batch_size: int = 128
+    clf_lr: float = 1e-3
+    data_seed: int = 0
+    min_confidence_ratio: float = 0.8  # the rules' thresholds (see the module's claims)
+    max_class_tv: float = 0.2
+    copy_quantile: float = 0.05
+    max_copy_share: float = 0.1
+    data_quantile: float = 0.95
+    min_on_data: float = 0.5
+    on_data_lead: float = 0.1
+    min_clf_accuracy: float = 0.9
+    n_show: int = 32
+    n_pairs: int = 8
+    n_train: int
+    n_test: int
+    hidden: tuple[int, ...]
+    n_steps: int
+    batch_size: int
+    seeds: tuple[int, ...]
+    n_samples: int
+    n_steps_each: int  # T: Langevin steps per noise level
+    clf_steps: int
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.require_positive("sigma_max", "sigma_min", "n_levels", "sigma_single", "lr", "step_lr", "sigma_data",
+                              "clf_hidden", "clf_batch_size", "clf_lr", "n_show", "n_pairs", "n_train", "n_test",
+                              "hidden", "n_steps", "batch_size", "n_samples", "n_steps_each", "clf_steps")
+        self.require_nonnegative("data_seed", "seeds", "ema", "on_data_lead")
+        self.require_fraction("min_confidence_ratio", "max_class_tv", "copy_quantile", "max_copy_share",
+                              "data_quantile", "min_on_data", "min_clf_accuracy")
+        self.require_nonempty("seeds", "hidden")
+        if self.ema >= 1:
+            self._fail("ema", "must be below 1 (0 turns the average off)")
+        if self.sigma_min >= self.sigma_max:
+            self._fail("sigma_min", "must be below sigma_max")

@@ -89,12 +89,15 @@ class _Exact:
         return self.q(sigma)  # a GaussianMixture has energy(x) and score(x)
 
 
-def fit_with_loss(model, x, objective, options, zero, cfg, *, device, seed, progress, checkpoint) -> dict:
-    """Train one unit's model (checkpointed, resumable) and summarise its loss: the mean of the last tenth
-    of the logged losses beside ``zero``, the loss of the zero score (what the gates compare it with)."""
+def fit_with_loss(model, x, objective, options, zero, cfg, *, device, seed, progress, checkpoint,
+                  callback=None) -> dict:
+    """Train one unit's model (checkpointed, resumable; ``callback(model, ...)`` after every step, e.g. an
+    EMA update, timed as training) and summarise its loss: the mean of the last tenth of the logged losses beside ``zero``, the
+    loss of the zero score (what the gates compare it with)."""
     hist = runner.fit(model, x, objective, options=options, n_steps=cfg["n_steps"], batch_size=cfg["batch_size"],
                      lr=cfg["lr"], device=device, seed=seed, progress=progress, log_every=max(1, cfg["n_steps"] // 100),
-                     checkpoint=checkpoint, checkpoint_every=max(1, cfg["n_steps"] // 10), resume=True)
+                     checkpoint=checkpoint, checkpoint_every=max(1, cfg["n_steps"] // 10), resume=True,
+                     callback=callback, callback_every=1 if callback else None, callback_is_training=True)
     tail = hist["loss"][-max(1, len(hist["loss"]) // 10):]
     return {"loss": {"final": float(np.mean(tail)), "zero_score_level": zero, "step": list(hist.steps),
                      "loss": list(hist["loss"])},

@@ -34,7 +34,9 @@ import torch
 from smlib import data, models, samplers
 from smlib.ema import add_ema, ema_copy, ema_update
 from smlib.experiments import verdicts as V
-from smlib.experiments import runner
+from smlib.experiments.configs import MultiscaleMnistConfig
+from smlib.experiments.multiscale import fit_with_loss
+from smlib.experiments.records import unit_key
 from smlib.experiments.runner import Experiment, Unit, default_dtype
 from smlib.metrics import classifier as C
 from smlib.models.noise_conditional import sigma_column
@@ -44,23 +46,19 @@ from smlib.scores import score as score_of
 __all__ = ["MultiscaleMnist", "KINDS", "PRESETS", "sample_metrics", "claims", "plot_samples", "plot_distances"]
 
 KINDS = ("multi", "single")
-_COMMON = dict(sigma_max=1.0, sigma_min=0.03, n_levels=10, sigma_single=0.1, activation="swish", lr=1e-3,
-               step_lr=2e-4, sigma_data=0.3, ema=0.999, clf_hidden=[128], clf_batch_size=128, clf_lr=1e-3, data_seed=0,
-               min_confidence_ratio=0.8, max_class_tv=0.2, copy_quantile=0.05, max_copy_share=0.1,
-               data_quantile=0.95, min_on_data=0.5, on_data_lead=0.1, min_clf_accuracy=0.9, n_show=32, n_pairs=8)
 PRESETS = {
     # the chapter's live run: seconds of CPU; its samples are not expected to look like digits
-    "ci": dict(_COMMON, n_train=10_000, n_test=500, hidden=[256, 256], n_steps=600,
-               batch_size=64, seeds=[0], n_samples=100, n_steps_each=10, clf_steps=300,
-               ema=0.99),  # 0.999 would still weigh the initial weights 0.999^600 ≈ 55 % after 600 steps
+    "ci": MultiscaleMnistConfig(n_train=10_000, n_test=500, hidden=(256, 256), n_steps=600, batch_size=64, seeds=(0,),
+                                n_samples=100, n_steps_each=10, clf_steps=300,
+                                ema=0.99),  # 0.999 would still weigh the initial weights 0.999^600 ≈ 55 % after 600 steps
     # the recorded run: 30–36 CPU-minutes on one core (41–49 ms per batch-256 step with the EMA, timed over
     # 3000 and 7000 steps at these sizes; 6 units × 7000 steps, sampling ≈ 1 min). Batch 256, T = 20 and the EMA: the
     # timed diagnostic runs the chapter reports (without the EMA, T = 100 blew the chains up)
-    "paper": dict(_COMMON, n_train=60_000, n_test=2000, hidden=[512, 1024],
-                  n_steps=7000, batch_size=256, seeds=[0, 1, 2], n_samples=500, n_steps_each=20, clf_steps=3000),
+    "paper": MultiscaleMnistConfig(n_train=60_000, n_test=2000, hidden=(512, 1024), n_steps=7000, batch_size=256,
+                                   seeds=(0, 1, 2), n_samples=500, n_steps_each=20, clf_steps=3000),
     # for a GPU: wider, longer, more samples (not run on this CPU)
-    "gpu": dict(_COMMON, n_train=60_000, n_test=5000, hidden=[1024, 1024, 1024],
-                n_steps=100_000, batch_size=256, seeds=[0, 1, 2], n_samples=2000, n_steps_each=100, clf_steps=5000),
+    "gpu": MultiscaleMnistConfig(n_train=60_000, n_test=5000, hidden=(1024, 1024, 1024), n_steps=100_000, batch_size=256,
+                                 seeds=(0, 1, 2), n_samples=2000, n_steps_each=100, clf_steps=5000),
 }
 
 
@@ -123,7 +121,7 @@ class MultiscaleMnist(Experiment):
     presets = PRESETS
 
     def units(self, cfg):
-        return [Unit(f"{k}-s{s}", kind=k, seed=s) for s in cfg["seeds"] for k in KINDS]
+        return [Unit(unit_key(k, seed=s), kind=k, seed=s) for s in cfg["seeds"] for k in KINDS]
 
     def setup(self, cfg, device):
         """Data subsets, the classifier and the references (test digits, planted copies); deterministic in cfg."""
@@ -175,8 +173,9 @@ class MultiscaleMnist(Experiment):
         out = {"untrained": sample_metrics(ctx, self.draw(cfg, cpu(), kind, seed, untrained=True))}
         sigmas = ladder(cfg) if kind == "multi" else (cfg["sigma_single"],)
         zero = d / 2  # λ = σ²: ½E‖ε‖², the loss of s = 0 at every level
-        out["loss"], out["train_wall_time_s"] = _fit(model, ctx["train"], MultiScaleDSM(sigmas=sigmas), zero, cfg,
-                                                     device=device, seed=seed, progress=progress, checkpoint=checkpoint)
+        ema = (lambda m, *_: ema_update(m, cfg["ema"])) if cfg["ema"] else None  # noqa: E731
+        out.update(fit_with_loss(model, ctx["train"], MultiScaleDSM(sigmas=sigmas), None, zero, cfg, device=device,
+                                 seed=seed, progress=progress, checkpoint=checkpoint, callback=ema))
         x = self.draw(cfg, ema_copy(cpu()) if cfg["ema"] else cpu(), kind, seed, progress=progress)
         out["samples"] = sample_metrics(ctx, x)
         if seed == cfg["seeds"][0]:
@@ -198,20 +197,6 @@ class MultiscaleMnist(Experiment):
 
         return {"samples": plot_samples(record, plt.figure(figsize=(11, 3.4))),
                 "distances": plot_distances(record, plt.figure(figsize=(5, 3)))}
-
-
-def _fit(model, x, objective, zero, cfg, *, device, seed, progress, checkpoint):
-    """Train (checkpointed, resumable; with ``cfg["ema"]`` > 0 the EMA is updated after every step) and
-    summarise the loss as `smlib.experiments.multiscale.fit_with_loss` does: the mean of the last tenth
-    of the logged losses beside ``zero``, the zero score's loss."""
-    cb = (lambda m, *_: ema_update(m, cfg["ema"])) if cfg["ema"] else None  # noqa: E731
-    n = cfg["n_steps"]
-    hist = runner.fit(model, x, objective, n_steps=n, batch_size=cfg["batch_size"], lr=cfg["lr"], device=device,
-                      seed=seed, progress=progress, log_every=max(1, n // 100), checkpoint=checkpoint,
-                      checkpoint_every=max(1, n // 10), resume=True, callback=cb, callback_every=1 if cb else None)
-    tail = hist["loss"][-max(1, len(hist["loss"]) // 10):]
-    return ({"final": float(np.mean(tail)), "zero_score_level": zero, "step": list(hist.steps),
-             "loss": list(hist["loss"])}, hist.wall_time)
 
 
 # ====================================================================== claims

@@ -194,6 +194,5 @@ def override(preset: Preset, overrides: dict, experiment: str) -> Preset:
 
 
 def preset_dict(presets: dict, scale: str) -> dict:
-    """The JSON-safe dict of preset ``scale`` (a :class:`Preset`, or a plain dict preset not yet converted)."""
-    preset = presets[scale]
-    return preset.as_dict() if isinstance(preset, Preset) else dict(preset)
+    """The JSON-safe dict of preset ``scale`` (a :class:`Preset`)."""
+    return presets[scale].as_dict()

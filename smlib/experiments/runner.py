@@ -35,7 +35,6 @@ import sys
 import time
 from pathlib import Path
 
-from smlib._cli import check_finite
 from smlib.experiments import records, schema
 from smlib.experiments.arguments import check_device, command_line, work_dir
 from smlib.experiments.clock import Clock, fit, timing
@@ -96,26 +95,10 @@ def resolve(experiment: Experiment, scale: str = "ci", overrides: dict | None = 
         raise ValueError(f"unknown scale {scale!r} for experiment {experiment.name!r}; "
                          f"choose one of {sorted(experiment.presets)}")
     preset = experiment.presets[scale]
-    if isinstance(preset, Preset):
-        return _json_safe(override(preset, overrides or {}, experiment.name).as_dict())
-    # TODO(issue 19): a plain dict preset (multiscale_mnist, the tests' toy) is checked against its values;
-    # convert it to a Preset subclass like deen_2d.Deen2dConfig, then this branch goes.
-    cfg = dict(preset)
-    for key, value in (overrides or {}).items():
-        if key not in cfg:
-            raise ValueError(f"unknown setting {key!r} for experiment {experiment.name!r}; "
-                             f"settings: {', '.join(sorted(cfg))}")
-        default = cfg[key]
-        ok = (type(value) is type(default) or (isinstance(default, float) and isinstance(value, int)
-              and not isinstance(value, bool)) or default is None)
-        if isinstance(default, (list, tuple)):
-            ok = isinstance(value, (list, tuple))
-        if not ok:
-            raise ValueError(f"setting {key!r} of experiment {experiment.name!r} must be of type "
-                             f"{type(default).__name__} like its preset value {default!r}, got {value!r}")
-        check_finite(value, f"setting {key!r} of experiment {experiment.name!r}")
-        cfg[key] = float(value) if isinstance(default, float) else value
-    return _json_safe(cfg)
+    if not isinstance(preset, Preset):
+        raise TypeError(f"experiment {experiment.name!r}: preset {scale!r} must be a smlib.experiments.presets.Preset "
+                        f"dataclass (see smlib.experiments.configs), got {type(preset).__name__}")
+    return _json_safe(override(preset, overrides or {}, experiment.name).as_dict())
 
 
 def record_name(experiment: Experiment, scale: str, cfg: dict) -> str:
