@@ -300,3 +300,17 @@ def test_workers_run_every_unit_once_with_one_thread_each(tmp_path):
     units = [json.loads((tmp_path / "w" / "toy_ci" / f"{k}.json").read_text())["provenance"] for k in ("dsm-s0", "dsm-s1")]
     assert all(p["torch_threads"] == 1 for p in units)
     assert (tmp_path / "results" / "toy_ci" / "results.json").is_file()
+
+
+@pytest.mark.slow
+def test_workers_run_the_prerequisite_units_first(tmp_path):
+    """dsm-s1 reads dsm-s0's result (TOY_FIRST): with two workers it would start beside dsm-s0 and fail."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import smlib.experiments as e\ne.EXPERIMENTS['toy'] = ('toy_experiment', 'Toy')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS), str(site)]),
+           "SMLIB_RESULTS_DIR": str(tmp_path / "results"), "TOY_FIRST": "1", "TOY_SLEEP": "0.3"}
+    out = subprocess.run([sys.executable, "-m", "smlib.experiments", "toy", "--workers", "2",
+                          "--workdir", str(tmp_path / "w")], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stderr.count("1 worker process(es) of one thread each") == 2  # one phase per unit

@@ -5,7 +5,8 @@
 ``TOY_CRASH=1``     SIGKILL the process inside the unit (a crash with the unit's lock held);
 ``TOY_LEAK_DTYPE=1`` set torch's default dtype to float64 and leave it so (a careless protocol);
 ``TOY_SLEEP=s``     seconds each evaluation callback sleeps (the time split);
-``TOY_CALLBACK_TRAINS=1`` the callback is part of training (``callback_is_training``, e.g. an EMA update).
+``TOY_CALLBACK_TRAINS=1`` the callback is part of training (``callback_is_training``, e.g. an EMA update);
+``TOY_FIRST=1``     unit dsm-s1 reads dsm-s0's result (a prerequisite, like a learning-rate selection).
 """
 import os
 import signal
@@ -37,6 +38,7 @@ class Toy(runner.Experiment):
     name = "toy"
     title = "two DSM units on a 2-D Gaussian"
     presets = {"ci": ToyConfig(n_steps=6), "paper": ToyConfig(n_steps=12)}
+    prerequisite_units = ("dsm-s0",) if os.environ.get("TOY_FIRST") else ()
 
     def units(self, cfg):
         return [runner.Unit(unit_key("dsm", seed=s), seed=s) for s in cfg["seeds"]]
@@ -53,6 +55,8 @@ class Toy(runner.Experiment):
             t0 = time.time()
             while not Path(os.environ["TOY_GO"]).exists() and time.time() - t0 < 120:
                 time.sleep(0.05)
+        if os.environ.get("TOY_FIRST") and unit.key == "dsm-s1" and not checkpoint.with_name("dsm-s0.json").exists():
+            raise ValueError("dsm-s1 needs dsm-s0 done first")
         if os.environ.get("TOY_CRASH"):
             os.kill(os.getpid(), signal.SIGKILL)
         if os.environ.get("TOY_LEAK_DTYPE"):

@@ -94,9 +94,11 @@ def main(argv=None) -> int:
         if args.workers is not None:
             _, _, folder, _, selected, _ = runner.prepare(exp, args.scale, **common)
             todo = [u for u in selected if not (folder / f"{u.key}.json").exists()]
-            if todo:
-                workers.run_workers(exp.name, args.scale, min(args.workers, len(todo)), **{
-                    **common, "workdir": runner.work_dir(args.workdir)}, say=runner._log)
+            first = [u.key for u in todo if u.key.startswith(tuple(exp.prerequisite_units))] if exp.prerequisite_units else []
+            for phase in (first, [u.key for u in todo if u.key not in first]):  # what other units read, first
+                if phase:
+                    workers.run_workers(exp.name, args.scale, min(args.workers, len(phase)), **{
+                        **common, "only": phase, "workdir": runner.work_dir(args.workdir)}, say=runner._log)
         rec = runner.run(exp, args.scale, **common, record=args.record, progress=not args.no_progress,
                          wait=args.wait, allow_dirty_record=args.allow_dirty_record)
         if rec is not None:

@@ -169,6 +169,7 @@ class DeenMnist(Experiment):
     name = "deen_mnist"
     title = "Saremi et al. (2018), Fig. 2: DEEN on MNIST, σ by the Parzen likelihood, single-step denoising"
     presets = PRESETS
+    prerequisite_units = ("select-",)  # the learning-rate selection the training units read
 
     def units(self, cfg):
         return [Unit(unit_key("parzen"))] + train_units(cfg)

@@ -70,6 +70,7 @@ class DeenPatches(Experiment):
     name = "deen_patches"
     title = "Saremi et al. (2018), Fig. 3: DEEN on 32×32 natural-image patches against a median + Gaussian filter"
     presets = PRESETS
+    prerequisite_units = ("select-",)  # the learning-rate selection the training units read
 
     def units(self, cfg):
         return train_units(cfg)

@@ -63,6 +63,8 @@ class Experiment:
     name: str = ""
     title: str = ""
     presets: dict = {}  # scale name -> a `smlib.experiments.presets.Preset` instance
+    #: key prefixes of units that other units read (a learning-rate selection): ``--workers`` runs them first
+    prerequisite_units: tuple[str, ...] = ()
 
     def units(self, cfg: dict) -> list[Unit]:  # pragma: no cover - abstract
         raise NotImplementedError

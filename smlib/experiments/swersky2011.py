@@ -86,6 +86,7 @@ class Swersky2011(Experiment):
     name = "swersky2011"
     title = "Swersky et al. (2011), Fig. 1 and Fig. 2: six estimators of the mPoT on natural-image patches"
     presets = PRESETS
+    prerequisite_units = ("lr-",)  # the learning-rate selection the training units read
 
     def units(self, cfg):
         s0 = cfg["seeds"][0]

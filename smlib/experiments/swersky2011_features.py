@@ -93,6 +93,7 @@ class Swersky2011Features(Experiment):
     name = "swersky2011_features"
     title = "Swersky et al. (2011), Table 1 on a substitute: mPoT features of MNIST, six estimators, paired seeds"
     presets = PRESETS
+    prerequisite_units = ("lr-",)  # the learning-rate selection the training units read
 
     def units(self, cfg):
         # each estimator's learning rate first, by validation accuracy (empty grid: cfg["lr"] for all)
