@@ -125,3 +125,19 @@ def test_a_subclass_that_changes_the_energy_is_not_given_the_mlp_route():
     net = Shifted(4, hidden=(7, 5)).double()
     x = torch.randn(6, 4, dtype=torch.float64)
     assert torch.allclose(O.sm(net, x), O.sm_generic(net, x, method="vjp"), rtol=1e-10)
+
+
+@pytest.mark.parametrize("d,hidden", [(2, (8, 6, 5)), (40, (20, 12, 16))])
+def test_the_contracted_and_the_plain_last_step_agree(d, hidden):
+    """The route contracts the last step only for r ≥ 16 directions (speed); both forms give the same ΔE and θ-gradient."""
+    torch.manual_seed(6)
+    net = MLPEnergy(d, hidden=hidden, activation="tanh").double()
+    x = torch.randn(7, d, dtype=torch.float64)
+    params = [p for n, p in net.named_parameters() if n != "out.bias"]
+    outs = []
+    for contract in (True, False):
+        lap = MD._forward_laplacian(x, *net._parameters_by_layer(), net.activation, 4, contract_last=contract)
+        outs.append((lap, torch.autograd.grad(lap.sum(), params)))
+    assert torch.allclose(outs[0][0], outs[1][0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(outs[0][1], outs[1][1]):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
