@@ -74,7 +74,7 @@ class Toy(runner.Experiment):
         h = runner.fit(model, ctx["x"].double(), "dsm", options={"sigma": cfg["sigma"]}, n_steps=cfg["n_steps"],
                        batch_size=16, seed=unit["seed"], progress=False, checkpoint=checkpoint, checkpoint_every=2,
                        resume=True, callback=evaluate, callback_every=3,
-                       callback_is_training=bool(os.environ.get("TOY_CALLBACK_TRAINS")))
+                       **({"callback_is_training": True} if os.environ.get("TOY_CALLBACK_TRAINS") else {}))
         with runner.timing("eval"):
             time.sleep(pause)
         return {"loss": list(h["loss"]), "train_wall_time_s": h.wall_time}
