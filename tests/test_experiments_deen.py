@@ -365,3 +365,21 @@ def test_first_record_cd_claims_map_to_the_reading_they_ran():
     table = rp.gate_changes(stored, gated, reworded=wording)
     assert "`cd-mode-collapse` | new adam wording | adam-old" in table
     assert "`cd-mode-collapse-sgd` | new sgd wording | sgd-old" in table
+
+
+def test_a_network_that_died_has_no_relative_curl_and_its_curl_claim_is_not_testable():
+    """A 2-D net whose ∂ψ/∂x vanishes on q_σ (saturated in training: a recorded CD variant did this) gives
+    rel_curl None instead of a division by zero, and the curl claims' gate fails on it."""
+    import torch
+
+    from smlib.experiments import deen_2d_claims
+    from smlib.models import MLPEnergy
+    net = MLPEnergy(2, hidden=(8, 8)).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()  # E constant: ψ = 0, ∂ψ/∂x = 0
+    ctx = {"eval_q": {"spiral": torch.randn(64, 2, dtype=torch.float64)}}
+    c = deen_2d.Deen2D().curl(ctx, net, "spiral", torch.float64)
+    assert c["rel_curl"] is None and c["jacobian_rms"] == 0.0 and c["rms_curl"] == 0.0
+    assert deen_2d_claims._alive({"spiral": [1e-17, None], "mixture": [2e-17]}, "DEEN").ok is False
+    assert deen_2d_claims._alive({"spiral": [1e-17], "mixture": [2e-17]}, "DEEN").ok is True

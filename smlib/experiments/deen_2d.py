@@ -140,11 +140,12 @@ class Deen2D(Experiment):
                 "min_ratio": min(a / b for a, b in zip(masses, true))}
 
     def curl(self, ctx, model, ds, dtype):
-        """RMS curl ∂₁ψ₂ − ∂₂ψ₁ on points from q_σ, and relative to the RMS Frobenius norm of ∂ψ/∂x."""
+        """RMS curl ∂₁ψ₂ − ∂₂ψ₁ on points from q_σ, and relative to the RMS Frobenius norm of ∂ψ/∂x
+        (``rel_curl`` None when ∂ψ/∂x vanishes there: a network that died, e.g. saturated in training)."""
         J = metrics.jacobian(copy.deepcopy(model).cpu().to(dtype), ctx["eval_q"][ds].to(dtype))
         c = J[:, 1, 0] - J[:, 0, 1]
-        rms = float(c.pow(2).mean().sqrt())
-        return {"rms_curl": rms, "rel_curl": rms / float(J.pow(2).sum((1, 2)).mean().sqrt())}
+        rms, jac = float(c.pow(2).mean().sqrt()), float(J.pow(2).sum((1, 2)).mean().sqrt())
+        return {"rms_curl": rms, "jacobian_rms": jac, "rel_curl": rms / jac if jac > 0 else None}
 
     def final(self, ctx, cfg, model, unit):
         """End-of-training numbers: Fisher divergences to p and q_σ, the curl, and for energies KL and modes."""

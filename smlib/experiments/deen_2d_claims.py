@@ -80,6 +80,14 @@ def _moved(record, kind):
 
 
 
+def _alive(rel_by_ds: dict, what: str):
+    """Health gate: every run's ∂ψ/∂x is nonzero on q_σ (a relative curl exists); a network that died in
+    training (``rel_curl`` None) makes the curl claim "not testable"."""
+    dead = [f"{ds} seed {i}" for ds, v in rel_by_ds.items() for i, r in enumerate(v) if r is None]
+    return V.Gate("network alive", not dead, f"{what}: " + (f"∂ψ/∂x = 0 on q_σ for {', '.join(dead)}" if dead
+                                                            else "∂ψ/∂x ≠ 0 on q_σ in every run"))
+
+
 def cd_reading(opt: dict) -> tuple[str, str]:
     """Claim id and label of a CD run from its recorded optimiser settings (not from its unit key, which
     meant plain SGD in the first record and Adam since): Adam is the paper's reading of eq. 27, plain
@@ -140,13 +148,15 @@ def claims(record) -> list[dict]:
                        "the last logged KL(q_σ‖q_θ) ≤ 1.5 × its minimum along the run, every seed, per data set",
                        nums, V.verdict(conds), gates=deen_ok))
     # Fig. 1 g-h: curl
-    worst = {ds: max(u("DEEN", ds, s)["curl_float64"]["rel_curl"] for s in seeds) for ds in DATASETS}
+    rel = {k: {ds: [u(k, ds, s)[key]["rel_curl"] for s in seeds] for ds in DATASETS}
+           for k, key in (("DEEN", "curl_float64"), ("scorenet", "curl_float32"))}
+    worst = {ds: max((v for v in rel["DEEN"][ds] if v is not None), default=float("nan")) for ds in DATASETS}
     out.append(V.claim("deen-zero-curl", "DEEN's score has zero curl: it is computed from the energy (Sec. 4)",
                        "relative RMS curl in float64 < 1000 ε₆₄, every seed (ψ = −∇E: a gradient by construction)",
                        [f"{ds}: ≤ {worst[ds]:.1e}" for ds in DATASETS], V.verdict(v < 1e3 * eps64 for v in worst.values()),
-                       decided_by="architecture"))
-    net_ok = [_trivial(record, "scorenet", ds) for ds in DATASETS]
-    least = {ds: min(u("scorenet", ds, s)["curl_float32"]["rel_curl"] for s in seeds) for ds in DATASETS}
+                       decided_by="architecture", gates=[_alive(rel["DEEN"], "DEEN")]))
+    net_ok = [_trivial(record, "scorenet", ds) for ds in DATASETS] + [_alive(rel["scorenet"], "score network")]
+    least = {ds: min((v for v in rel["scorenet"][ds] if v is not None), default=float("nan")) for ds in DATASETS}
     out.append(V.claim("scorenet-curl", "A score network trained with the same objective has curl far from zero (Fig. 1 g–h)",
                        "relative RMS curl (RMS curl / RMS ‖∂ψ/∂x‖_F) on points from q_σ > 0.05, every seed, per data set",
                        [f"{ds}: ≥ {least[ds]:.3f}" for ds in DATASETS], V.verdict(v > 0.05 for v in least.values()),
