@@ -17,9 +17,6 @@ JOBS        ?= 2
 BOOK_EXECUTE ?= cache
 PYTEST_ARGS ?=
 CHAPTERS    := $(sort $(wildcard chapters/*.md))
-# the long chapters are the later ones: handed to the test workers first (whole files, --dist loadfile),
-# with the many short unit-test files after them to even out the workers' ends
-CHAPTERS_LAST_FIRST := $(shell ls -r chapters/*.md)
 MATHJAX     := book/_static/mathjax/tex-chtml.js
 STAMP       := $(VENV)/.installed
 
@@ -85,7 +82,7 @@ test: $(STAMP)
 	$(PY) -m ruff check smlib tests bench book chapters
 	@key=$$($(EXEC_KEY)); rm -rf _build/executed; \
 	 SMLIB_EXECUTED_DIR=_build/executed/$$key $(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax \
-	    --nbval-current-env --nbval-cell-timeout=900 $(CHAPTERS_LAST_FIRST) tests $(PYTEST_ARGS)
+	    --nbval-current-env --nbval-cell-timeout=900 tests $(CHAPTERS) $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) --dist loadfile tests $(PYTEST_ARGS)
