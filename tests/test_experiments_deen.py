@@ -365,6 +365,8 @@ def test_first_record_cd_claims_map_to_the_reading_they_ran():
     table = rp.gate_changes(stored, gated, reworded=wording)
     assert "`cd-mode-collapse` | new adam wording | adam-old" in table
     assert "`cd-mode-collapse-sgd` | new sgd wording | sgd-old" in table
+    same = rp.gate_changes([{"id": "cd-mode-collapse", "claim": "c", "verdict": "x"}], gated[:1])
+    assert same.startswith("Every verdict stored with the record (1 claim) equals"), same
 
 
 def test_a_network_that_died_has_no_relative_curl_and_its_curl_claim_is_not_testable():

@@ -84,16 +84,20 @@ def claims_table(live: list[dict] | None, recorded: list[dict] | None, *, live_l
 
 
 def gate_changes(stored: list[dict] | None, gated: list[dict], reworded: dict | None = None) -> str:
-    """What the health gates changed on a record: each claim's verdict as first recorded (``stored``)
-    beside its verdict recomputed from the same record with the gates. Stored claims are matched by id,
+    """What the health gates changed on a record: each claim's verdict as stored with it (``stored``)
+    beside its verdict recomputed from the same record with today's rules and gates (one sentence when
+    none moved, as on a record made with them). Stored claims are matched by id,
     or — the first records have no ids — by their wording then (``reworded``: id → the first wording)."""
     if not stored:
         return "no claims stored in the record"
     first = {_key(c): c["verdict"] for c in stored}
     reworded = reworded or {}
-    rows = ["| id | claim | first record | with the gates |", "|---|---|---|---|"]
-    for c in gated:
-        old = first.get(c["id"]) or first.get(reworded.get(c["id"], c["claim"]), "not in the first record")
+    olds = [first.get(c["id"]) or first.get(reworded.get(c["id"], c["claim"]), "not in the record") for c in gated]
+    if all(o == c["verdict"] for o, c in zip(olds, gated)):  # a record made with today's rules and gates
+        return (f"Every verdict stored with the record ({len(gated)} claim{'s' * (len(gated) != 1)}) equals the one recomputed from it now: "
+                "the record was made with today's rules and gates.")
+    rows = ["| id | claim | stored with the record | with today's rules and gates |", "|---|---|---|---|"]
+    for old, c in zip(olds, gated):
         rows.append(f"| `{c['id']}` | {_cell(c['claim'])} | {_cell(old)} | {_cell(c['verdict'])} |")
     return "\n".join(rows)
 
