@@ -164,15 +164,23 @@ def test_record_round_trip_and_refusals(tmp_path, monkeypatch):
         schema.Record.from_dict(twice, source="toy_ci")
 
 
-@pytest.mark.parametrize("name", ["deen_2d", "swersky2011"])
-def test_first_records_on_main_load_as_legacy(name, monkeypatch):
+@pytest.mark.parametrize("name", ["deen_2d", "deen_mnist", "deen_patches", "swersky2011", "swersky2011_features"])
+def test_records_on_main_load_as_first_or_new_records(name, monkeypatch):
+    """A first record (its SHA-256 frozen in first_record_claims.json) loads as legacy and only so; a
+    record that replaced it loads strictly, every claim with its id."""
+    from smlib.experiments import first_claims
+
     results = HERE.parent / "results"
     monkeypatch.setenv("SMLIB_RESULTS_DIR", str(results))
     doc = runner.load_record(name)  # checks it, accepting the first records' claims without ids
+    is_first = first_claims.sha256(results / name / "results.json") == first_claims.load(name)["sha256"]
     rec = schema.Record.from_dict(doc, source=name, allow_legacy=True)
-    assert rec.legacy and rec.to_dict() == doc
-    with pytest.raises(ValueError, match=rf"{name}: data\.summary\.claims\[0\]\.id is missing"):
-        schema.Record.from_dict(doc, source=name)
+    assert rec.legacy == is_first and rec.to_dict() == doc
+    if is_first:
+        with pytest.raises(ValueError, match=rf"{name}: data\.summary\.claims\[0\]\.id is missing"):
+            schema.Record.from_dict(doc, source=name)
+    else:
+        assert schema.Record.from_dict(doc, source=name).to_dict() == doc
 
 
 def test_recorded_multiscale_round_trips(monkeypatch):
