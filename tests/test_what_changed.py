@@ -27,11 +27,15 @@ def results(tmp_path, monkeypatch):
 def test_every_first_claim_is_mapped_to_an_id_of_the_claim_code(results, name):
     first = FC.load(name)
     assert first["sha256"] == FC.FIRST_SHA256[name]
-    ids = FC.claim_ids(name, _first_data(name))  # from the code: literal claim("<id>") calls and claims() itself
+    # from the code: literal claim("<id>") calls and claims() itself, on the record in results/
+    ids = FC.claim_ids(name, _record_data(name))
     for c in first["claims"]:
         assert c["successor"] is None and c["why"] or c["successor"] in ids, c
     mapped = {c["successor"] for c in first["claims"]}
-    assert set(first["new_without_predecessor"]) == ids - mapped
+    if _is_first(name):
+        assert set(first["new_without_predecessor"]) == ids - mapped
+    else:  # a new record can judge claims the first one had no runs for (e.g. a new CD reading): "new" rows
+        assert set(first["new_without_predecessor"]) <= ids - mapped
     assert all(first["new_without_predecessor"].values())
 
 
@@ -64,17 +68,26 @@ def test_a_wrong_or_missing_mapping_is_refused(results, monkeypatch):
         FC.frozen("swersky2011")
 
 
+def _is_first(name):
+    return FC.sha256(RESULTS / name / "results.json") == FC.FIRST_SHA256[name]
+
+
 def _first_data(name):
-    src = RESULTS / name / "results.json"
-    if FC.sha256(src) != FC.FIRST_SHA256[name]:
+    if not _is_first(name):
         pytest.skip("the first record is no longer in results/")
-    return records.read_json(src, what="first record")["data"]
+    return _record_data(name)
+
+
+def _record_data(name):
+    """The data of the record in the book's results/: the first record or the one that replaced it."""
+    return records.read_json(RESULTS / name / "results.json", what=f"record of {name}")["data"]
 
 
 def _plant(results, name, edit):
-    """Write a new record into ``results/<name>/`` with records.save: today's claims of the first record, edited."""
+    """Write a new record into ``results/<name>/`` with records.save: today's claims of the book's record
+    (first or new), edited."""
     mod = __import__(f"smlib.experiments.{FC.NAMES[name][0]}", fromlist=["claims"])
-    claims = edit(mod.claims(_first_data(name)))
+    claims = edit(mod.claims(_record_data(name)))
     prov = {k: "x" for k in records.PROVENANCE_KEYS} | {"commit": "feedbeef" * 5, "date": "2027-01-01"}
     records.save(name, {"summary": {"claims": claims}}, provenance=prov)
 
@@ -88,8 +101,10 @@ def test_save_keeps_the_frozen_claims_and_the_reasons(results):
 
 
 def test_first_record_says_it_is_the_first(results):
-    for name in NAMES:
-        _first_data(name)
+    firsts = [name for name in NAMES if _is_first(name)]
+    if not firsts:
+        pytest.skip("every first record has been replaced")
+    for name in firsts:
         text = what_changed(name)
         assert text.startswith(f"`results/{name}/`: the record is still the first one (commit ") and "under way" in text
         assert str(FC.load(name)["provenance"]["commit"])[:7] in text
