@@ -86,7 +86,7 @@ test: $(STAMP)
 	$(PY) -m ruff check smlib tests bench book chapters
 	@key=$$($(EXEC_KEY)); rm -rf _build/executed; \
 	 SMLIB_EXECUTED_DIR=_build/executed/$$key $(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax \
-	    --nbval-current-env --nbval-cell-timeout=900 tests $(CHAPTERS) $(PYTEST_ARGS)
+	    --nbval-current-env --nbval-cell-timeout=900 --durations=15 tests $(CHAPTERS) $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) --dist loadfile tests $(PYTEST_ARGS)
