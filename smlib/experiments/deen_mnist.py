@@ -171,6 +171,9 @@ class DeenMnist(Experiment):
     presets = PRESETS
     prerequisite_units = ("select-",)  # the learning-rate selection the training units read
 
+    def selections(self, cfg, folder):
+        return T.selections(self, cfg, folder)
+
     def units(self, cfg):
         return [Unit(unit_key("parzen"))] + train_units(cfg)
 

@@ -30,6 +30,7 @@ from smlib import data, metrics
 from smlib.experiments.configs import DeenPatchesConfig
 from smlib.experiments import verdicts as V
 from smlib.experiments.deen_gates import final_loss
+from smlib.experiments import deen_training
 from smlib.experiments.deen_mnist import deen_train, img, loss_curve, rank_floor, train_units
 from smlib.experiments.deen_mnist_claims import _fmt, decided_by, first_run, lr_edge_gate, reached_bound, runs, trained_gate
 from smlib.experiments.runner import Experiment
@@ -71,6 +72,9 @@ class DeenPatches(Experiment):
     title = "Saremi et al. (2018), Fig. 3: DEEN on 32×32 natural-image patches against a median + Gaussian filter"
     presets = PRESETS
     prerequisite_units = ("select-",)  # the learning-rate selection the training units read
+
+    def selections(self, cfg, folder):
+        return deen_training.selections(self, cfg, folder)
 
     def units(self, cfg):
         return train_units(cfg)

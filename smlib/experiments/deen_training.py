@@ -117,6 +117,17 @@ def selection_of(checkpoint, key: str) -> dict:
     return json.loads(path.read_text())["result"]
 
 
+def selections(experiment, cfg: dict, folder) -> list[tuple[str, float, list]]:
+    """``(what, chosen rate, grid)`` of each network kind's selection unit (the ``Experiment.selections`` hook)."""
+    keys = [u.key for u in experiment.units(cfg) if u.key.startswith("select-")]
+    missing = [k for k in keys if not (Path(folder) / f"{k}.json").exists()]
+    if missing:
+        raise ValueError(f"the learning-rate selection unit(s) {missing} have not run in {folder}; "
+                         "run the selection first (--only 'select-*')")
+    return [(f"learning rate of {k[len('select-'):]}", r["selected_lr"], list(r["lr_grid"]))
+            for k in keys for r in [selection_of(Path(folder) / f"{k}.pt", k)]]
+
+
 def train_seed(model, x_train, sigma, cfg, lr, seed, pairs, *, checkpoint, device, progress):
     """One training seed at rate ``lr``; the model is left at its best-validation parameters."""
     history, val, best = _fit(model, x_train, sigma, cfg, lr, seed, cfg["n_steps"], pairs, checkpoint, device, progress)

@@ -69,6 +69,11 @@ class Experiment:
     def units(self, cfg: dict) -> list[Unit]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def selections(self, cfg: dict, folder: Path) -> list[tuple[str, float, list]]:
+        """``(what, chosen value, grid)`` of each selection its prerequisite units made in the work folder
+        ``folder`` (`smlib.experiments.selection` checks them against their grids before training)."""
+        return []
+
     def setup(self, cfg: dict, device) -> dict:
         """Data and anything else every unit needs (deterministic given ``cfg``)."""
         return {}

@@ -88,6 +88,9 @@ class Swersky2011(Experiment):
     presets = PRESETS
     prerequisite_units = ("lr-",)  # the learning-rate selection the training units read
 
+    def selections(self, cfg, folder):  # chosen by validation MAP-denoising error
+        return lr_selections(self, cfg, folder, "val_map_mse", lower_is_better=True)
+
     def units(self, cfg):
         s0 = cfg["seeds"][0]
         # the learning rate of each estimator, chosen first (empty grid: every estimator at cfg["lr"])
@@ -269,6 +272,15 @@ def selected_lr(cfg: dict, estimator: str, folder, score: str = "val_map_mse", l
     if not np.isfinite(min(scores.values())):
         raise RuntimeError(f"{estimator}: every learning rate of the grid {cfg['lr_grid']} diverged; extend the grid down")
     return min(scores, key=scores.get)
+
+
+def lr_selections(experiment, cfg: dict, folder, score: str, lower_is_better: bool) -> list[tuple[str, float, list]]:
+    """``(what, chosen rate, grid)`` per estimator whose learning rate the selection units chose (see `selected_lr`)."""
+    if not cfg["lr_grid"]:
+        return []
+    ests = sorted({u["estimator"] for u in experiment.units(cfg) if u.key.startswith("lr-")})
+    return [(f"learning rate of {e}", selected_lr(cfg, e, folder, score, lower_is_better), list(cfg["lr_grid"]))
+            for e in ests]
 
 
 def _planted_gabor_check(cfg) -> dict:

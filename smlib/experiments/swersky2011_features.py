@@ -42,7 +42,7 @@ from smlib.experiments.configs import Swersky2011FeaturesConfig
 from smlib.experiments import verdicts as V
 from smlib.experiments.records import unit_key
 from smlib.experiments.runner import Experiment, Unit, default_dtype, fit, timing
-from smlib.experiments.swersky2011 import COLORS, lr_key, objective_for, selected_lr
+from smlib.experiments.swersky2011 import COLORS, lr_key, lr_selections, objective_for, selected_lr
 
 __all__ = ["Swersky2011Features", "ESTIMATORS", "PAPER_ACCURACY", "claims", "plot_table1"]
 
@@ -94,6 +94,9 @@ class Swersky2011Features(Experiment):
     title = "Swersky et al. (2011), Table 1 on a substitute: mPoT features of MNIST, six estimators, paired seeds"
     presets = PRESETS
     prerequisite_units = ("lr-",)  # the learning-rate selection the training units read
+
+    def selections(self, cfg, folder):  # chosen by validation accuracy
+        return lr_selections(self, cfg, folder, "val_acc", lower_is_better=False)
 
     def units(self, cfg):
         # each estimator's learning rate first, by validation accuracy (empty grid: cfg["lr"] for all)
