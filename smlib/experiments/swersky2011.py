@@ -59,7 +59,10 @@ PRESETS = {
     "paper": Swersky2011Config(n_train=128_000, n_epochs=100, n_cov=256, n_mean=100, lr=0.001, seeds=(0, 1, 2),
                                smd_sweep=(0.3, 3.0), n_test=10_000, n_val=300, n_denoise=1000, n_eval=10_000,
                                map_steps=40, n_gabor=64, denoise_dense_until=10, denoise_every=5,
-                               ablations=("free", "keep"), lr_grid=(0.001 / 3, 0.001, 0.003)),
+                               ablations=("free", "keep"),
+                               # 10⁻³·{⅓, 1, 3} put all six choices at an edge (b27d837: CD, PCD, FPCD, SM at
+                               # 3·10⁻³, SMD and AE at ⅓·10⁻³), so the grid spans 10⁻³·{1/30 … 30}
+                               lr_grid=(0.001 / 30, 0.001 / 10, 0.001 / 3, 0.001, 0.003, 0.01, 0.03)),
 }
 ABLATIONS = {"free": "C unconstrained (no column normalisation)", "keep": "PCA keeping ablation_keep of the variance"}
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
