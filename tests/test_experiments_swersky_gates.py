@@ -205,3 +205,47 @@ def test_features_smd_sigma_sweep_units(tmp_path):
     assert rec["summary"]["smd_sweep"]["0.3"] == [rec["units"][f"SMD0.3-s{r}"]["test_acc"] for r in range(2)]
     params = json.loads(next(tmp_path.rglob("SMD0.3-s1.json")).read_text())["params"]
     assert params == {"estimator": "SMD", "seed": 1, "sigma": 0.3}
+
+
+@pytest.mark.parametrize("name", ["swersky2011_features", "swersky2011"])
+def test_a_rate_that_diverges_is_a_result_of_the_selection_and_never_chosen(name, tmp_path):
+    if name == "swersky2011":
+        ov = dict(TINY[name], lr_grid=[0.001, 1e6], lr_epochs=1, n_epochs=1)
+    else:
+        ov = dict(TINY[name], n_seeds=1, lr_grid=[0.001, 1e6], lr_epochs=1)
+    experiments.run(name, "ci", overrides=ov, workdir=tmp_path, progress=False, quiet=True, only=["lr-SM-*", "SM-s0"])
+    folder = next(tmp_path.rglob("config.json")).parent
+    score = "val_acc" if name == "swersky2011_features" else "val_map_mse"
+    blown = json.loads((folder / f"{swersky2011.lr_key('SM', 1e6)}.json").read_text())["result"]
+    assert blown[score] is None and "step" in blown["diverged"]  # the reason names where it stopped
+    assert json.loads((folder / "SM-s0.json").read_text())["result"]["lr"] == 0.001
+
+
+def test_features_training_that_diverges_keeps_its_best_epoch_and_says_so(tmp_path, monkeypatch):
+    real = swersky2011_features.fit
+
+    def fit(*args, n_epochs, **kw):  # the third epoch blows up
+        if n_epochs == 3 and kw.get("callback") is not None:
+            raise FloatingPointError("training diverged at step 99 (planted)")
+        return real(*args, n_epochs=n_epochs, **kw)
+
+    monkeypatch.setattr(swersky2011_features, "fit", fit)
+    ov = dict(TINY["swersky2011_features"], n_seeds=1, n_epochs=6, patience=5)
+    experiments.run("swersky2011_features", "ci", overrides=ov, workdir=tmp_path, progress=False, quiet=True,
+                    only=["SM-s0"])
+    doc = json.loads(next(tmp_path.rglob("SM-s0.json")).read_text())["result"]
+    assert doc["epochs_trained"] == 2 and doc["diverged"].startswith("epoch 3: ") and doc["epoch"] in (1, 2)
+
+
+def test_features_a_run_that_diverged_while_improving_is_censored():
+    cfg = {"n_seeds": 2, "n_epochs": 30, "patience": 3, "alpha": 0.05, "margin_rel": 0.0285, "learned_margin": 1.0}
+    acc = {e: [90.0 + i, 90.2 + i] for i, e in enumerate(swersky2011_features.ESTIMATORS)}
+    summary = {"accuracy": acc, "mean": {e: sum(v) / 2 for e, v in acc.items()},
+               "baselines": {"untrained mPoT features": 80.0, "whitened patch pixels": 85.0}}
+    units = {f"{e}-s{r}": {"epoch": 4, "epochs_trained": 7, "val_curve": [1, 2, 3, 4, 3, 3, 3], "diverged": None, "lr": 1e-3}
+             for e in swersky2011_features.ESTIMATORS for r in range(2)}
+    rec = {"config": cfg, "summary": summary, "units": units}
+    assert all("epoch 1" not in c["verdict"] for c in swersky2011_features.claims(rec))
+    units["SM-s0"] = {"epoch": 5, "epochs_trained": 5, "val_curve": [1, 2, 3, 4, 5], "diverged": "epoch 6: planted", "lr": 1e-3}
+    verdicts = [c["verdict"] for c in swersky2011_features.claims(rec)]
+    assert any(v.startswith("not testable: ") and "divergence stopped it: SM" in v for v in verdicts)

@@ -181,8 +181,11 @@ class Swersky2011(Experiment):
         data_ = self.split(ctx, cfg, unit["seed"])
         model = self.new_model(data_, cfg, unit["seed"]).to(device)
         objective, options = objective_for(unit["estimator"], cfg)
-        fit_by_epoch(model, data_["X_train"], objective, options, dict(cfg, lr=unit["lr"], n_epochs=cfg["lr_epochs"]),
-                     seed=unit["seed"], device=device, progress=progress, checkpoint=checkpoint, callback=None)
+        diverged = train_for_selection(unit["lr"], "val_map_mse", lambda: fit_by_epoch(
+            model, data_["X_train"], objective, options, dict(cfg, lr=unit["lr"], n_epochs=cfg["lr_epochs"]),
+            seed=unit["seed"], device=device, progress=progress, checkpoint=checkpoint, callback=None))
+        if diverged:
+            return diverged
         with timing("eval"):
             lam, errors = metrics.select_map_lambda(model.eval(), data_["X_val"], data_["N_val"], cfg["map_lambdas"],
                                                     n_steps=cfg["map_steps"], lr=1.0)
@@ -255,6 +258,18 @@ def wilson_interval(f: float, n: int, z: float = 1.96) -> list[float]:
 def lr_key(estimator: str, lr: float) -> str:
     """The unit key of one point of the learning-rate selection, e.g. ``lr-SM-0.001``."""
     return unit_key("lr", estimator, f"{lr:.3g}")
+
+
+def train_for_selection(lr: float, score: str, train) -> dict | None:
+    """Run ``train()`` for one point of a learning-rate selection. A rate at which training diverges
+    (``FloatingPointError``: the divergence guard, or a non-finite loss, gradient or parameter) is a
+    result of the selection, not a failed run: it returns ``{"lr", score: None, "diverged": reason}``,
+    which `selected_lr` never chooses; ``None`` when training finished."""
+    try:
+        train()
+    except FloatingPointError as err:
+        return {"lr": lr, score: None, "diverged": str(err)}
+    return None
 
 
 def selected_lr(cfg: dict, estimator: str, folder, score: str = "val_map_mse", lower_is_better: bool = True) -> float:

@@ -42,7 +42,7 @@ from smlib.experiments.configs import Swersky2011FeaturesConfig
 from smlib.experiments import verdicts as V
 from smlib.experiments.records import unit_key
 from smlib.experiments.runner import Experiment, Unit, default_dtype, fit, timing
-from smlib.experiments.swersky2011 import COLORS, lr_key, lr_selections, objective_for, selected_lr
+from smlib.experiments.swersky2011 import COLORS, lr_key, lr_selections, objective_for, selected_lr, train_for_selection
 
 __all__ = ["Swersky2011Features", "ESTIMATORS", "PAPER_ACCURACY", "claims", "plot_table1"]
 
@@ -166,9 +166,12 @@ class Swersky2011Features(Experiment):
         if unit.get("select"):  # one point of the learning-rate selection: lr_epochs epochs, one probe
             model = self.new_model(ctx, cfg, unit["seed"])
             objective, options = objective_for(unit["estimator"], cfg)
-            fit(model, ctx["X"], objective, options=options, n_epochs=cfg["lr_epochs"], batch_size=cfg["batch_size"],
+            diverged = train_for_selection(unit["lr"], "val_acc", lambda: fit(
+                model, ctx["X"], objective, options=options, n_epochs=cfg["lr_epochs"], batch_size=cfg["batch_size"],
                 optimizer=cfg["optimizer"], lr=unit["lr"], momentum=cfg["momentum"], device=device, seed=unit["seed"],
-                progress=progress, checkpoint=checkpoint, resume=True)
+                progress=progress, checkpoint=checkpoint, resume=True))
+            if diverged:
+                return diverged
             with timing("eval"):
                 return {"lr": unit["lr"], "val_acc": 100 * self.probe(ctx, cfg, model, 1.0)}
         cfg = dict(cfg, lr=selected_lr(cfg, unit["estimator"], checkpoint.parent, "val_acc", lower_is_better=False))
@@ -186,18 +189,25 @@ class Swersky2011Features(Experiment):
 
         objective, options = objective_for(unit["estimator"], cfg, unit.get("sigma"))
         per_epoch = math.ceil(len(ctx["X"]) / cfg["batch_size"])
+        diverged = None
         for n in range(1, cfg["n_epochs"] + 1):  # one epoch per call, resumed, until patience runs out
-            hist = fit(model, ctx["X"], objective, options=options, n_epochs=n, batch_size=cfg["batch_size"],
-                       optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"], device=device,
-                       seed=unit["seed"], progress=progress, log_every=per_epoch, checkpoint=checkpoint,
-                       checkpoint_every=per_epoch, resume=True, allow_changes=("n_epochs",), callback=early_stopping)
+            try:
+                hist = fit(model, ctx["X"], objective, options=options, n_epochs=n, batch_size=cfg["batch_size"],
+                           optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"], device=device,
+                           seed=unit["seed"], progress=progress, log_every=per_epoch, checkpoint=checkpoint,
+                           checkpoint_every=per_epoch, resume=True, allow_changes=("n_epochs",), callback=early_stopping)
+            except FloatingPointError as err:  # diverged in epoch n: stop there, like early stopping, and say so
+                if n == 1:  # nothing to keep
+                    raise
+                diverged = f"epoch {n}: {err}"
+                break
             if stop_epoch(hist.per_epoch["val_acc"], cfg["patience"]) is not None:
                 break
         snap = torch.load(best, map_location=ctx["device"], weights_only=True)
         model.load_state_dict(snap["model"])
         with timing("eval"):
             out = self.evaluate_final(ctx, cfg, model)
-        out.update(lr=cfg["lr"], epoch=snap["epoch"], epochs_trained=len(hist.per_epoch["val_acc"]),
+        out.update(lr=cfg["lr"], epoch=snap["epoch"], epochs_trained=len(hist.per_epoch["val_acc"]), diverged=diverged,
                    val_curve=[float(a) for a in hist.per_epoch["val_acc"]],
                    train_wall_time_s=hist.wall_time)
         return out
@@ -257,10 +267,11 @@ def claims(record) -> list[dict]:
             if any(k not in units or "epochs_trained" not in units[k] for k in keys):
                 return V.missing("grid edge", "the epochs trained")
             cut = sorted({k.split("-")[0] for k in keys if units[k]["epoch"] == 1
-                          or (units[k]["epochs_trained"] >= cfg["n_epochs"]
+                          or ((units[k]["epochs_trained"] >= cfg["n_epochs"] or units[k].get("diverged"))
                               and stop_epoch(units[k]["val_curve"], cfg["patience"]) is None)})
-            return V.Gate("grid edge", not cut, f"best at epoch 1 or still improving at the {cfg['n_epochs']}-epoch "
-                          f"budget: {', '.join(cut)}" if cut else "every run stopped by its patience, after epoch 1")
+            return V.Gate("grid edge", not cut, f"best at epoch 1, or still improving when the {cfg['n_epochs']}-epoch "
+                          f"budget or a divergence stopped it: {', '.join(cut)}" if cut
+                          else "every run stopped by its patience, after epoch 1")
         units = record.get("units") or {}
         epochs = [units[unit_key(e, seed=r)].get("epoch") for e in estimators for r in range(cfg["n_seeds"]) if unit_key(e, seed=r) in units]
         if len(epochs) < len(estimators) * cfg["n_seeds"] or None in epochs:
