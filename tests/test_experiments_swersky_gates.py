@@ -249,3 +249,32 @@ def test_features_a_run_that_diverged_while_improving_is_censored():
     units["SM-s0"] = {"epoch": 5, "epochs_trained": 5, "val_curve": [1, 2, 3, 4, 5], "diverged": "epoch 6: planted", "lr": 1e-3}
     verdicts = [c["verdict"] for c in swersky2011_features.claims(rec)]
     assert any(v.startswith("not testable: ") and "divergence stopped it: SM" in v for v in verdicts)
+
+
+def test_swersky_training_that_diverges_ends_at_its_last_epoch_and_says_so(tmp_path, monkeypatch):
+    from smlib.experiments import runner
+
+    real, calls = runner.fit, []
+
+    def fit(*args, n_epochs, **kw):  # the first call trains one epoch, then "diverges" in the second
+        calls.append(n_epochs)
+        if len(calls) == 1:
+            real(*args, n_epochs=1, **kw)
+            raise FloatingPointError("training diverged at step 9 (planted)")
+        return real(*args, n_epochs=n_epochs, **kw)
+
+    monkeypatch.setattr(runner, "fit", fit)
+    ov = dict(TINY["swersky2011"], n_epochs=3)
+    experiments.run("swersky2011", "ci", overrides=ov, workdir=tmp_path, progress=False, quiet=True, only=["SM-s0"])
+    doc = json.loads(next(tmp_path.rglob("SM-s0.json")).read_text())["result"]
+    assert calls == [3, 1] and doc["diverged"].startswith("epoch 2: training diverged at step 9")
+    mf = doc["curves"]["mf_mse_0"]
+    assert len(mf) == 4 and all(v == v for v in mf[:2]) and all(v != v for v in mf[2:])  # NaN after the stop
+
+
+def test_swersky_gate_diverged_trips_every_claim(live):
+    rec = copy.deepcopy(live["swersky2011"])
+    assert all("training diverged" not in c["verdict"] for c in swersky2011.claims(rec))
+    rec["units"]["SMD-s0"]["diverged"] = "epoch 7: planted"
+    for c in swersky2011.claims(rec):
+        assert c["verdict"].startswith("not testable: ") and "training diverged: SMD-s0 (epoch 7)" in c["verdict"]

@@ -40,6 +40,7 @@ from smlib.experiments.arguments import check_device, command_line, work_dir
 from smlib.experiments.clock import Clock, fit, timing
 from smlib.experiments.locks import LockHeld, UnitLock
 from smlib.experiments.presets import Preset, override, preset_dict
+from smlib.train.checkpoint import load_checkpoint
 
 __all__ = ["Experiment", "Unit", "resolve", "run", "prepare", "record_name", "load_record", "work_dir",
            "check_device", "command_line", "default_dtype", "fit", "fit_by_epoch", "timing", "unit_times", "LockHeld"]
@@ -351,15 +352,35 @@ def default_dtype(dtype):
         torch.set_default_dtype(old)
 
 
-def fit_by_epoch(model, X, objective, options, cfg: dict, *, seed: int, device, progress: bool, checkpoint, callback):
+def fit_by_epoch(model, X, objective, options, cfg: dict, *, seed: int, device, progress: bool, checkpoint, callback,
+                 stop_on_divergence: bool = False):
     """`smlib.train.fit` as a protocol runs it: ``cfg``'s epochs, batch size and optimiser, one log line,
     one checkpoint and one ``callback`` per epoch, resuming from ``checkpoint`` when it exists. Timed into
-    the unit's record (:mod:`smlib.experiments.clock`): the loop as training, the callback as evaluation."""
+    the unit's record (:mod:`smlib.experiments.clock`): the loop as training, the callback as evaluation.
+
+    With ``stop_on_divergence``, training that diverges (``FloatingPointError``: the divergence guard or a
+    non-finite value) after at least one whole epoch ends at the last epoch's checkpoint instead: the model
+    and the returned history are those of that epoch, and ``history.diverged`` says where and why
+    (``None`` when training finished). A divergence in the first epoch is raised."""
     per_epoch = math.ceil(len(X) / cfg["batch_size"])
-    return fit(model, X, objective, options=options, n_epochs=cfg["n_epochs"], batch_size=cfg["batch_size"],
-               optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"], device=device, seed=seed,
-               progress=progress, log_every=per_epoch, checkpoint=checkpoint, checkpoint_every=per_epoch,
-               resume=True, callback=callback)
+
+    def run(n_epochs, **allow):
+        return fit(model, X, objective, options=options, n_epochs=n_epochs, batch_size=cfg["batch_size"],
+                   optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"], device=device, seed=seed,
+                   progress=progress, log_every=per_epoch, checkpoint=checkpoint, checkpoint_every=per_epoch,
+                   resume=True, callback=callback, **allow)
+
+    try:
+        history = run(cfg["n_epochs"])
+    except FloatingPointError as err:
+        done = load_checkpoint(checkpoint)["epoch"] if stop_on_divergence and Path(checkpoint).exists() else 0
+        if done < 1:
+            raise
+        history = run(done, allow_changes=("n_epochs",))  # reloads the last whole epoch; trains nothing
+        history.diverged = f"epoch {done + 1}: {err}"
+        return history
+    history.diverged = None
+    return history
 
 
 def unit_times(record: dict) -> dict:

@@ -155,10 +155,12 @@ class Swersky2011(Experiment):
 
         objective, options = objective_for(unit["estimator"], cfg, unit.get("sigma"))
         history = fit_by_epoch(model, data_["X_train"], objective, options, cfg, seed=unit["seed"], device=device,
-                               progress=progress, checkpoint=checkpoint, callback=callback)
-        for k in curves:
-            curves[k] += [float(v) for v in history.per_epoch[k]]  # NaN where an epoch was not denoised
+                               progress=progress, checkpoint=checkpoint, callback=callback, stop_on_divergence=True)
+        for k in curves:  # NaN where an epoch was not denoised, and after a divergence (the claims gate it)
+            curves[k] += [float(v) for v in history.per_epoch[k]]
+            curves[k] += [float("nan")] * (cfg["n_epochs"] + 1 - len(curves[k]))
         result = {"curves": curves, "loss": list(history["loss"]), "train_wall_time_s": history.wall_time, "lr": cfg["lr"],
+                  "diverged": history.diverged,
                   "reference": {k: v for k, v in data_["reference"].items() if k != "held_out_images"}}
         if full:
             final = {k: getattr(model, k).detach().norm(dim=0).cpu() for k in ("C", "W")}

@@ -201,4 +201,8 @@ def claims(record) -> list[dict]:
                        gates=[G.dead(record, ESTIMATORS, "W"), G.noise(r2, 0.7, G.median_se(record) or G.replicate_se(r2), "median R²"),
                               G.controls(rule_mean_structure, untrained and untrained["W_gabor"]["median_r2"],
                                          planted and planted["median_r2"], "mean-filter rule")]))
+    done = G.finished(record, ESTIMATORS)  # a diverged run's final values are not the protocol's: every claim
+    for c in out:
+        c["gates"].append(done.asdict())
+        c["verdict"] = V.gated(c["ungated"], [V.Gate(**g) for g in c["gates"]])
     return out

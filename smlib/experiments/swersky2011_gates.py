@@ -8,7 +8,8 @@ Each function returns one :class:`~smlib.experiments.verdicts.Gate` for the runs
 * :func:`improved` — a denoising error whose minimum is the initialisation ("never improved");
 * :func:`dead` — covariance or mean filters whose norm fell below 10 % of their initial norm;
 * :func:`noise` — a per-replicate measure within two standard errors of its threshold;
-* :func:`controls` — the rule on the untrained model (it must not hold) and on a planted positive.
+* :func:`controls` — the rule on the untrained model (it must not hold) and on a planted positive;
+* :func:`finished` — a training run that diverged and stopped early (every claim reads it).
 
 A record without what a gate needs gets a gate that says so (``ok=None``), which makes the claim
 "not testable: … not recorded" — never a silent pass.
@@ -21,7 +22,7 @@ from smlib.experiments import verdicts as V
 from smlib.experiments.records import unit_key
 from smlib.experiments.swersky2011_plots import curves_of
 
-__all__ = ["baselines", "lr_edge", "controls", "dead", "improved", "map_lambda", "median_se", "noise", "replicate_se", "shift"]
+__all__ = ["baselines", "finished", "lr_edge", "controls", "dead", "improved", "map_lambda", "median_se", "noise", "replicate_se", "shift"]
 
 
 def shift(record, key: str = "test") -> V.Gate:
@@ -126,6 +127,16 @@ def baselines(record, mins: dict) -> V.Gate:
     ref = f"the better of predict-zero ({b['zero']:.4f}) and the noisy input ({np.mean(b['noisy']):.4f})"
     return V.Gate("beats baselines", not fails, "; ".join(f"{w}: best minimum {v:.4f} ≥ {ref}" for w, v in fails.items())
                   if fails else f"every denoiser's best minimum < {ref}")
+
+
+def finished(record, estimators) -> V.Gate:
+    """Every training run of ``estimators`` (all seeds) finished its epochs: a run that diverged ended early,
+    its curves are NaN after that, and its final values are not the protocol's. Records made before runs
+    could stop this way carry no ``diverged`` field: a run that diverged then left no unit at all."""
+    bad = [f"{e}-s{s} ({u['diverged'].split(':')[0]})" for e in estimators for s in record["config"]["seeds"]
+           if (u := record["units"][unit_key(e, seed=s)]).get("diverged")]
+    return V.Gate("diverged", not bad, f"training diverged: {', '.join(bad)}" if bad
+                  else "every training run finished its epochs")
 
 
 def lr_edge(record, estimators) -> V.Gate:
