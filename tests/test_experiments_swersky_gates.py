@@ -278,3 +278,15 @@ def test_swersky_gate_diverged_trips_every_claim(live):
     rec["units"]["SMD-s0"]["diverged"] = "epoch 7: planted"
     for c in swersky2011.claims(rec):
         assert c["verdict"].startswith("not testable: ") and "training diverged: SMD-s0 (epoch 7)" in c["verdict"]
+
+
+def test_selection_table_marks_the_choice_the_edge_and_a_divergence():
+    grid = [1e-4, 1e-3, 1e-2]
+    units = {swersky2011.lr_key(e, lr): {"val_acc": v} for e, vals in
+             {"SM": [90.0, 92.5, None], "CD": [89.0, 89.5, 90.0]}.items() for lr, v in zip(grid, vals)}
+    rec = {"config": {"lr_grid": grid}, "units": units, "summary": {"lr": {"SM": 1e-3, "CD": 1e-2}}}
+    rows = swersky2011.selection_table(rec, "val_acc", False, "accuracy (%)", "{:.2f}").splitlines()
+    sm, cd = (next(r for r in rows if r.startswith(f"| {e} |")) for e in ("SM", "CD"))
+    assert sm == "| SM | 90.00 | **92.50** | diverged | 0.001 |"
+    assert cd == "| CD | 89.00 | 89.50 | **90.00** | 0.01 (grid edge) |"
+    assert swersky2011.selection_table(dict(rec, config={"lr_grid": []}), "val_acc", False, "accuracy (%)") == ""

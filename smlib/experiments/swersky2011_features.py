@@ -59,8 +59,9 @@ PRESETS = {
                                        n_mean=32, lr=3e-4, n_train_images=5000, n_val_images=2000, n_test_images=10_000,
                                        patience=3, smd_sweep=(0.3, 3.0),
                                        # {1, 3, 10}·10⁻⁴ put four choices at an edge (b27d837: CD, PCD, SM at 10⁻³,
-                                       # SMD at 10⁻⁴), so the grid spans 10⁻⁵ … 10⁻² in half-decades
-                                       lr_grid=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
+                                       # SMD at 10⁻⁴), and 10⁻⁵ … 10⁻² three (7393255: CD, PCD, FPCD at 10⁻², still
+                                       # rising), so the grid spans 10⁻⁵ … 3·10⁻¹ in half-decades
+                                       lr_grid=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)),
 }
 
 

@@ -10,7 +10,7 @@ from smlib.experiments.records import unit_key
 from smlib.experiments.runner import unit_times
 
 __all__ = ["ESTIMATORS", "COLORS", "curves_of", "plot_fig1", "plot_filters", "plot_smd_sigma", "gabor_table",
-           "denoising_table", "timing_note"]
+           "denoising_table", "selection_table", "timing_note"]
 
 ESTIMATORS = ("SM", "SMD", "CD", "PCD", "FPCD", "AE")
 COLORS = dict(SM="C0", SMD="C1", CD="C2", PCD="C3", FPCD="C4", AE="C5")
@@ -140,6 +140,30 @@ def denoising_table(record) -> str:
         if "baselines" in ref:
             rows.append(f"| baseline: {b} | " + " | ".join(f"{np.mean(ref[c + 'baselines'][b]):.3f}" for c, _ in cols) + " |")
     return "\n".join(rows)
+
+
+def selection_table(record, score: str, lower_is_better: bool, what: str, fmt: str = "{:.3f}") -> str:
+    """Markdown: the learning-rate selection of a record (units ``lr-<estimator>-<rate>``) — each estimator's
+    validation ``score`` at every rate of ``lr_grid``, the chosen one in bold (the rate its training units
+    used), "diverged" where the selection's training diverged; "" when the record has no selection."""
+    grid, units = record["config"].get("lr_grid") or [], record["units"]
+    if not grid:
+        return ""
+    from smlib.experiments.swersky2011 import lr_key  # a module that imports this one
+
+    ests = [e for e in record["summary"]["lr"] if lr_key(e, grid[0]) in units]
+    rows = ["| estimator | " + " | ".join(f"{lr:.3g}" for lr in grid) + " | chosen |", "|---" * (len(grid) + 2) + "|"]
+    for e in ests:
+        chosen = record["summary"]["lr"][e]
+        cells = []
+        for lr in grid:
+            v = units[lr_key(e, lr)].get(score)
+            cell = "diverged" if v is None else fmt.format(v)
+            cells.append(f"**{cell}**" if np.isclose(lr, chosen) else cell)
+        edge = " (grid edge)" if np.isclose(chosen, min(grid)) or np.isclose(chosen, max(grid)) else ""
+        rows.append(f"| {e} | " + " | ".join(cells) + f" | {chosen:.3g}{edge} |")
+    best = "lowest" if lower_is_better else "highest"
+    return "\n".join(rows) + f"\n\nCells: {what} on validation data after the selection's epochs; the {best} is chosen."
 
 
 def timing_note(record) -> str:
