@@ -61,8 +61,9 @@ PRESETS = {
                                map_steps=40, n_gabor=64, denoise_dense_until=10, denoise_every=5,
                                ablations=("free", "keep"),
                                # 10⁻³·{⅓, 1, 3} put all six choices at an edge (b27d837: CD, PCD, FPCD, SM at
-                               # 3·10⁻³, SMD and AE at ⅓·10⁻³), so the grid spans 10⁻³·{1/30 … 30}
-                               lr_grid=(0.001 / 30, 0.001 / 10, 0.001 / 3, 0.001, 0.003, 0.01, 0.03)),
+                               # 3·10⁻³, SMD and AE at ⅓·10⁻³), and 10⁻³·{1/30 … 30} CD and PCD (805c960: at
+                               # 3·10⁻², still falling steeply), so the grid spans 10⁻⁵ … 1 in half-decades
+                               lr_grid=(1e-5, 0.001 / 30, 0.001 / 10, 0.001 / 3, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)),
 }
 ABLATIONS = {"free": "C unconstrained (no column normalisation)", "keep": "PCA keeping ablation_keep of the variance"}
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
