@@ -293,3 +293,16 @@ def test_selection_table_marks_the_choice_the_edge_and_a_divergence():
     assert sm == "| SM | 90.00 | **92.50** | diverged | 0.001 |"
     assert cd == "| CD | 89.00 | 89.50 | **90.00** | 0.01 (grid edge) |"
     assert swersky2011.selection_table(dict(rec, config={"lr_grid": []}), "val_acc", False, "accuracy (%)") == ""
+
+
+def test_fit_by_epoch_without_a_checkpoint_raises_the_divergence(monkeypatch):
+    from smlib.experiments import runner
+
+    def fit(*args, **kw):
+        raise FloatingPointError("training diverged at step 3 (planted)")
+
+    monkeypatch.setattr(runner, "fit", fit)
+    cfg = {"batch_size": 2, "n_epochs": 2, "optimizer": "sgd", "lr": 0.1, "momentum": 0.0}
+    with pytest.raises(FloatingPointError, match="planted"):  # nothing to fall back to: the error, not a TypeError
+        runner.fit_by_epoch(None, [0.0] * 4, None, None, cfg, seed=0, device="cpu", progress=False, checkpoint=None,
+                            callback=None, stop_on_divergence=True)

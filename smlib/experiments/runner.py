@@ -373,7 +373,8 @@ def fit_by_epoch(model, X, objective, options, cfg: dict, *, seed: int, device, 
     try:
         history = run(cfg["n_epochs"])
     except FloatingPointError as err:
-        done = load_checkpoint(checkpoint)["epoch"] if stop_on_divergence and Path(checkpoint).exists() else 0
+        done = (load_checkpoint(checkpoint)["epoch"]
+                if stop_on_divergence and checkpoint is not None and Path(checkpoint).exists() else 0)
         if done < 1:
             raise
         history = run(done, allow_changes=("n_epochs",))  # reloads the last whole epoch; trains nothing

@@ -45,7 +45,7 @@ from smlib.experiments.records import unit_key
 from smlib.experiments.runner import Experiment, Unit, default_dtype, fit_by_epoch, timing
 from smlib.experiments.swersky2011_claims import (claims, rule_curvature, rule_gabor, rule_mean_structure,  # noqa: F401
                                                   rule_overfits, rules_table_rows)
-from smlib.experiments.swersky2011_plots import (COLORS, ESTIMATORS, curves_of, denoising_table, gabor_table,
+from smlib.experiments.swersky2011_plots import (COLORS, ESTIMATORS, curves_of, denoising_table, gabor_table, lr_key,
                                                  plot_filters, plot_fig1, plot_smd_sigma, selection_table, timing_note)
 
 __all__ = ["Swersky2011", "ESTIMATORS", "COLORS", "claims", "objective_for", "curves_of", "plot_fig1", "plot_filters",
@@ -256,11 +256,6 @@ def wilson_interval(f: float, n: int, z: float = 1.96) -> list[float]:
     den = 1 + z * z / n
     mid, half = (f + z * z / (2 * n)) / den, z * np.sqrt(f * (1 - f) / n + z * z / (4 * n * n)) / den
     return [float(max(0.0, mid - half)), float(min(1.0, mid + half))]
-
-
-def lr_key(estimator: str, lr: float) -> str:
-    """The unit key of one point of the learning-rate selection, e.g. ``lr-SM-0.001``."""
-    return unit_key("lr", estimator, f"{lr:.3g}")
 
 
 def train_for_selection(lr: float, score: str, train) -> dict | None:

@@ -6,14 +6,20 @@ import numpy as np
 import torch
 
 from smlib import plotting
+from smlib.experiments import verdicts as V
 from smlib.experiments.records import unit_key
 from smlib.experiments.runner import unit_times
 
-__all__ = ["ESTIMATORS", "COLORS", "curves_of", "plot_fig1", "plot_filters", "plot_smd_sigma", "gabor_table",
+__all__ = ["ESTIMATORS", "COLORS", "lr_key", "curves_of", "plot_fig1", "plot_filters", "plot_smd_sigma", "gabor_table",
            "denoising_table", "selection_table", "timing_note"]
 
 ESTIMATORS = ("SM", "SMD", "CD", "PCD", "FPCD", "AE")
 COLORS = dict(SM="C0", SMD="C1", CD="C2", PCD="C3", FPCD="C4", AE="C5")
+
+
+def lr_key(estimator: str, lr: float) -> str:
+    """The unit key of one point of the learning-rate selection, e.g. ``lr-SM-0.001``."""
+    return unit_key("lr", estimator, f"{lr:.3g}")
 
 def curves_of(record, estimator, seed=None, key="gap"):
     """Per-epoch values of ``key`` for one estimator, one list per replicate (seed × noise draw)."""
@@ -149,8 +155,6 @@ def selection_table(record, score: str, lower_is_better: bool, what: str, fmt: s
     grid, units = record["config"].get("lr_grid") or [], record["units"]
     if not grid:
         return ""
-    from smlib.experiments.swersky2011 import lr_key  # a module that imports this one
-
     ests = [e for e in record["summary"]["lr"] if lr_key(e, grid[0]) in units]
     rows = ["| estimator | " + " | ".join(f"{lr:.3g}" for lr in grid) + " | chosen |", "|---" * (len(grid) + 2) + "|"]
     for e in ests:
@@ -160,7 +164,7 @@ def selection_table(record, score: str, lower_is_better: bool, what: str, fmt: s
             v = units[lr_key(e, lr)].get(score)
             cell = "diverged" if v is None else fmt.format(v)
             cells.append(f"**{cell}**" if np.isclose(lr, chosen) else cell)
-        edge = " (grid edge)" if np.isclose(chosen, min(grid)) or np.isclose(chosen, max(grid)) else ""
+        edge = "" if V.grid_edge([chosen], grid, "learning rate").ok else " (grid edge)"
         rows.append(f"| {e} | " + " | ".join(cells) + f" | {chosen:.3g}{edge} |")
     best = "lowest" if lower_is_better else "highest"
     return "\n".join(rows) + f"\n\nCells: {what} on validation data after the selection's epochs; the {best} is chosen."
