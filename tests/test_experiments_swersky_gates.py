@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from smlib import experiments
-from smlib.experiments import swersky2011, swersky2011_features
+from smlib.experiments import stopping, swersky2011, swersky2011_features
 from smlib.experiments import verdicts as V
 from helpers import TINY_SWERSKY, is_verdict  # tests/ is on sys.path (pyproject: pythonpath)
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = TINY_SWERSKY
+TINY_CHECKS = swersky2011_features.PRESETS["ci"].early_checks
 
 
 @pytest.fixture(scope="module")
@@ -35,18 +36,39 @@ def test_live_run_records_what_the_gates_read(live):
         assert all(g["ok"] is not None for g in c["gates"]), c  # a live run records everything its gates need
 
 
-def test_features_early_stopping_at_the_first_epoch_is_not_testable(live):
-    for c in live["swersky2011_features"]["summary"]["claims"]:  # one epoch: every best epoch is the first
-        assert c["verdict"].startswith("not testable: ") and "best at epoch 1" in c["verdict"]
+def test_features_early_stopping_gate_censors_the_one_epoch_live_runs(live):
+    for c in live["swersky2011_features"]["summary"]["claims"]:  # one epoch, patience 1: nothing can stop by the rule
+        assert c["verdict"].startswith("not testable: ") and "early stopping censored" in c["verdict"]
 
 
-def test_stop_epoch_patience_rule():
-    stop = swersky2011_features.stop_epoch
+def test_stop_check_patience_rule():
+    stop = stopping.stop_check
     assert stop([1, 2, 3, 4], 3) is None  # still improving
     assert stop([1, 2, 2, 2, 2], 3) == 5  # three epochs without improvement after the best at 2
     assert stop([5, 4, 3], 3) is None
     assert stop([5, 4, 3, 2], 3) == 4
     assert stop([1, 3, 2, 3.5, 3, 3, 3], 3) == 7
+    t = stopping.check_epochs((0.25, 0.5), 5)
+    assert t == [0.25, 0.5, 1, 2, 3, 4, 5]
+    assert stop([9, 8, 7, 6, 5, 4], 3, t) == 6  # best at 0.25 epochs: 3.75 epochs old at epoch 4 (the sixth check)
+    assert stop([9, 8, 7, 6, 5], 3, t) is None  # 2.75 epochs old at epoch 3
+    assert stop([1, 9, 8, 7, 6], 3, t) is None and stop([1, 9, 8, 7, 6, 5], 3, t) == 6  # best at 0.5: 3.5 epochs at epoch 4
+    with pytest.raises(ValueError, match="early_checks"):
+        stopping.check_epochs((0.5, 0.25), 3)
+    with pytest.raises(ValueError, match="early_checks"):
+        stopping.check_epochs((1.0,), 3)
+
+
+def test_censored_names_both_edges_of_the_stopping_selection():
+    t = [0.25, 0.5, 1, 2, 3, 4]
+    ok = {"val_curve": [1, 3, 2, 2, 2, 2], "check": 2, "check_epochs": t, "epochs_trained": 4, "diverged": None}
+    assert stopping.censored(ok, 3, 30) is None
+    assert stopping.censored(dict(ok, check=1, val_curve=[3, 1, 1, 1, 1, 1]), 3, 30) == "best at the first check"
+    rising = dict(ok, val_curve=[1, 2, 3, 4, 5, 6], check=6)
+    assert stopping.censored(rising, 3, 4) == "still improving at the 4-epoch budget"
+    assert stopping.censored(dict(rising, diverged="check 7: planted"), 3, 30).endswith("a divergence stopped it")
+    old = {"val_curve": [1, 2, 1, 1, 1], "epoch": 2, "epochs_trained": 5, "diverged": None}  # a first-protocol record
+    assert stopping.censored(old, 3, 30) is None and stopping.censored(dict(old, epoch=1), 3, 30)
 
 
 def test_swersky_gate_shift_and_lambda_edge_trip_on_a_live_record(live):
@@ -89,7 +111,7 @@ def test_recorded_swersky_claims_say_why_they_are_not_testable():
     if "patience" not in _recorded("swersky2011_features")["config"]:  # the first record: checks at epochs 2, 5, 10
         assert all("early-stopping epoch at the edge" in c["verdict"] for c in feats.values())
     else:  # the new record (fd6942e): CD's best epoch is the first check in 4 of its 5 runs
-        assert all("best at epoch 1" in c["verdict"] and "CD" in c["verdict"] for c in feats.values())
+        assert all("best at the first check (CD ×4" in c["verdict"] for c in feats.values())
 
 
 def test_rules_table_runs_each_rule_on_the_untrained_model_and_a_planted_positive():
@@ -170,11 +192,34 @@ def test_features_train_until_patience_runs_out(tmp_path):
                           only=["SM-s0"])
     assert rec is None  # one unit of several: no record yet
     doc = json.loads(next(tmp_path.rglob("SM-s0.json")).read_text())["result"]
-    n, curve = doc["epochs_trained"], doc["val_curve"]
-    assert len(curve) == n and 1 <= n <= 4
-    stop = swersky2011_features.stop_epoch(curve, 1)
-    assert stop == n or (stop is None and n == 4)  # stopped by the rule, or at the budget
-    assert curve[doc["epoch"] - 1] == max(curve)  # the kept snapshot is the best epoch's
+    curve, t = doc["val_curve"], doc["check_epochs"]
+    assert t == stopping.check_epochs(ov_checks := TINY_CHECKS, 4)[:len(curve)] and doc["epochs_trained"] == t[-1]
+    stop = stopping.stop_check(curve, 1, t)
+    assert stop == len(curve) or (stop is None and t[-1] == 4)  # stopped by the rule, or at the budget
+    assert curve[doc["check"] - 1] == max(curve) == doc["val_acc"] and doc["epoch"] == t[doc["check"] - 1]
+    assert ov_checks  # the tiny preset probes inside the first epoch too
+
+
+def test_features_training_resumes_after_an_interruption_between_checks(tmp_path, monkeypatch):
+    ov = dict(TINY["swersky2011_features"], n_seeds=1, n_epochs=3, patience=5)
+    whole = tmp_path / "whole"
+    experiments.run("swersky2011_features", "ci", overrides=ov, workdir=whole, progress=False, quiet=True, only=["SM-s0"])
+    real, calls = swersky2011_features.fit, []
+
+    def fit(*args, **kw):  # the third check's call is interrupted
+        calls.append(kw["n_steps"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(swersky2011_features, "fit", fit)
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        experiments.run("swersky2011_features", "ci", overrides=ov, workdir=cut, progress=False, quiet=True, only=["SM-s0"])
+    monkeypatch.setattr(swersky2011_features, "fit", real)
+    experiments.run("swersky2011_features", "ci", overrides=ov, workdir=cut, progress=False, quiet=True, only=["SM-s0"])
+    a, b = (json.loads(next(w.rglob("SM-s0.json")).read_text())["result"] for w in (whole, cut))
+    assert a["val_curve"] == b["val_curve"] and a["test_acc"] == b["test_acc"]  # bit-identical on CPU
 
 
 def test_features_learning_rate_selection_by_validation_accuracy(tmp_path):
@@ -183,10 +228,11 @@ def test_features_learning_rate_selection_by_validation_accuracy(tmp_path):
                     only=["lr-*", "SM-s0", "CD-s0"])
     folder = next(tmp_path.rglob("config.json")).parent
     for e in ("SM", "CD"):
-        acc = {lr: json.loads((folder / f"{swersky2011.lr_key(e, lr)}.json").read_text())["result"]["val_acc"]
-               for lr in ov["lr_grid"]}
+        res = {lr: json.loads((folder / f"{swersky2011.lr_key(e, lr)}.json").read_text())["result"] for lr in ov["lr_grid"]}
         got = json.loads((folder / f"{e}-s0.json").read_text())["result"]["lr"]
-        assert acc[got] == max(acc.values())  # the highest validation accuracy, not the lowest
+        fair = [r["val_acc"] for r in res.values() if r["val_acc"] is not None and not r["censored"]]
+        assert res[got]["val_acc"] == max(fair or [r["val_acc"] for r in res.values() if r["val_acc"] is not None])
+        assert all("check_epochs" in r for r in res.values() if r["val_acc"] is not None)  # the training's own protocol
 
 
 def test_ablation_units_run_unconstrained_and_with_fewer_dimensions(tmp_path):
@@ -227,17 +273,21 @@ def test_a_rate_that_diverges_is_a_result_of_the_selection_and_never_chosen(name
 def test_features_training_that_diverges_keeps_its_best_epoch_and_says_so(tmp_path, monkeypatch):
     real = swersky2011_features.fit
 
-    def fit(*args, n_epochs, **kw):  # the third epoch blows up
-        if n_epochs == 3 and kw.get("callback") is not None:
+    calls = []
+
+    def fit(*args, **kw):  # the third check's training blows up
+        calls.append(kw["n_steps"])
+        if len(calls) == 3:
             raise FloatingPointError("training diverged at step 99 (planted)")
-        return real(*args, n_epochs=n_epochs, **kw)
+        return real(*args, **kw)
 
     monkeypatch.setattr(swersky2011_features, "fit", fit)
     ov = dict(TINY["swersky2011_features"], n_seeds=1, n_epochs=6, patience=5)
     experiments.run("swersky2011_features", "ci", overrides=ov, workdir=tmp_path, progress=False, quiet=True,
                     only=["SM-s0"])
     doc = json.loads(next(tmp_path.rglob("SM-s0.json")).read_text())["result"]
-    assert doc["epochs_trained"] == 2 and doc["diverged"].startswith("epoch 3: ") and doc["epoch"] in (1, 2)
+    third = stopping.check_epochs(TINY_CHECKS, 6)[2]
+    assert len(doc["val_curve"]) == 2 and doc["diverged"].startswith(f"check 3 (epoch {third:g}): ") and doc["check"] in (1, 2)
 
 
 def test_features_a_run_that_diverged_while_improving_is_censored():
@@ -248,10 +298,13 @@ def test_features_a_run_that_diverged_while_improving_is_censored():
     units = {f"{e}-s{r}": {"epoch": 4, "epochs_trained": 7, "val_curve": [1, 2, 3, 4, 3, 3, 3], "diverged": None, "lr": 1e-3}
              for e in swersky2011_features.ESTIMATORS for r in range(2)}
     rec = {"config": cfg, "summary": summary, "units": units}
-    assert all("epoch 1" not in c["verdict"] for c in swersky2011_features.claims(rec))
+    assert all("censored" not in c["verdict"] for c in swersky2011_features.claims(rec))
     units["SM-s0"] = {"epoch": 5, "epochs_trained": 5, "val_curve": [1, 2, 3, 4, 5], "diverged": "epoch 6: planted", "lr": 1e-3}
     verdicts = [c["verdict"] for c in swersky2011_features.claims(rec)]
-    assert any(v.startswith("not testable: ") and "divergence stopped it: SM" in v for v in verdicts)
+    assert any(v.startswith("not testable: ") and "a divergence stopped it (SM)" in v for v in verdicts)
+    units["CD-s1"] = dict(units["CD-s1"], epoch=1, val_curve=[5, 4, 3, 2])
+    units["CD-s0"] = dict(units["CD-s0"], epoch=1, val_curve=[5, 4, 3, 2])
+    assert any("best at the first check (CD ×2)" in c["verdict"] for c in swersky2011_features.claims(rec))
 
 
 def test_swersky_training_that_diverges_ends_at_its_last_epoch_and_says_so(tmp_path, monkeypatch):

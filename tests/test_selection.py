@@ -5,7 +5,7 @@ import pytest
 
 import smlib.experiments as E
 from smlib.experiments import runner, selection
-from smlib.experiments.swersky2011 import lr_key
+from smlib.experiments.swersky2011 import lr_key, selected_lr
 
 GRID = [0.000333, 0.001, 0.003]
 
@@ -79,3 +79,19 @@ def test_features_rates_are_chosen_by_the_highest_validation_accuracy(tmp_path):
             (folder / f"{lr_key(est, lr)}.json").write_text(json.dumps({"result": {"val_acc": acc}}))
     rows = {what: (value, gate.ok) for what, value, _, gate in selection.check("swersky2011_features", folder)}
     assert rows["learning rate of CD"] == (0.001, True) and rows["learning rate of SM"] == (0.000333, False)
+
+
+def test_a_rate_whose_early_stopping_is_censored_wins_only_when_every_rate_is(tmp_path):
+    folder = _folder(tmp_path, "swersky2011_features", {"lr_grid": GRID})
+    cfg = {"lr_grid": GRID, "lr": 1.0}
+
+    def put(lr, acc, why):
+        (folder / f"{lr_key('CD', lr)}.json").write_text(json.dumps({"result": {"val_acc": acc, "censored": why}}))
+
+    put(GRID[0], 90.0, None)
+    put(GRID[1], 91.0, None)
+    put(GRID[2], 95.0, "best at the first check")  # higher, but its peak lies before the first check
+    assert selected_lr(cfg, "CD", folder, "val_acc", lower_is_better=False) == GRID[1]
+    put(GRID[0], 90.0, "still improving at the 30-epoch budget")
+    put(GRID[1], 91.0, "best at the first check")
+    assert selected_lr(cfg, "CD", folder, "val_acc", lower_is_better=False) == GRID[2]  # all censored: the best

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from smlib.experiments.presets import Preset
+from smlib.experiments.stopping import check_epochs
 from smlib.train.config import OPTIMIZERS
 
 __all__ = ["Swersky2011Config", "Swersky2011FeaturesConfig", "Deen2dConfig", "DeenMnistConfig",
@@ -116,7 +117,8 @@ class Swersky2011FeaturesConfig(Preset):
     margin_rel: float  # equivalence margin relative to the paper's error (PAPER_MARGIN_REL)
     learned_margin: float = 1.0
     split_seed: int = 0
-    lr_epochs: int = 2
+    lr_epochs: int = 2  # epoch budget of each learning-rate selection unit (trained by the patience protocol)
+    early_checks: tuple[float, ...] = ()  # validation checks inside the first epoch (fractions of it), before its end
     n_seeds: int
     n_patches: int
     n_epochs: int
@@ -143,6 +145,7 @@ class Swersky2011FeaturesConfig(Preset):
         self.require_sorted("probe_Cs", "lr_grid", "smd_sweep")
         self.require_choice("dtype", _DTYPES)
         self.require_choice("optimizer", OPTIMIZERS)
+        check_epochs(self.early_checks, self.n_epochs)  # increasing fractions of the first epoch, each in (0, 1)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -273,21 +273,24 @@ def train_for_selection(lr: float, score: str, train) -> dict | None:
 def selected_lr(cfg: dict, estimator: str, folder, score: str = "val_map_mse", lower_is_better: bool = True) -> float:
     """The learning rate of ``estimator``: the grid point with the best validation ``score`` among its
     selection units (their results in the work folder ``folder``), or ``cfg["lr"]`` when the grid is empty.
-    A non-finite score (training diverged) never wins; the choice at a grid edge is gated in the claims."""
+    A non-finite score (training diverged) never wins; a unit whose result names a ``censored`` reason
+    (its own early stopping at the edge of what it tried: :func:`smlib.experiments.stopping.censored`)
+    wins only when every finite one is censored. The choice at a grid edge is gated in the claims."""
     if not cfg["lr_grid"]:
         return cfg["lr"]
-    scores = {}
+    ranks = {}
     for lr in cfg["lr_grid"]:
         path = Path(folder) / f"{lr_key(estimator, lr)}.json"
         if not path.exists():
             raise RuntimeError(f"{estimator}: the learning-rate selection unit {lr_key(estimator, lr)} has not run; "
                                "run the selection first (--only 'lr-*'), then the other units")
-        v = json.loads(path.read_text())["result"][score]
+        res = json.loads(path.read_text())["result"]
+        v = res[score]
         ok = v is not None and np.isfinite(v)
-        scores[lr] = (v if lower_is_better else -v) if ok else np.inf
-    if not np.isfinite(min(scores.values())):
+        ranks[lr] = (bool(res.get("censored")), v if lower_is_better else -v) if ok else (True, np.inf)
+    if not np.isfinite(min(ranks.values())[1]):
         raise RuntimeError(f"{estimator}: every learning rate of the grid {cfg['lr_grid']} diverged; extend the grid down")
-    return min(scores, key=scores.get)
+    return min(ranks, key=ranks.get)
 
 
 def lr_selections(experiment, cfg: dict, folder, score: str, lower_is_better: bool) -> list[tuple[str, float, list]]:

@@ -14,12 +14,16 @@ features can matter: MNIST with the same convolutional protocol.
   positions), averaged over 2×2 blocks of positions (3×3 pooled positions) and concatenated — the
   pooling keeps the linear probe affordable on one CPU core;
 * classifier: multinomial logistic regression on standardised features; the unsupervised
-  training runs until the validation accuracy (probe at C = 1 after every epoch) has not improved
-  for ``patience`` epochs (at most ``n_epochs``), the best epoch's model is kept, and the L2
-  strength C is chosen on the validation images; the test images are used once;
-* learning rates: each estimator's own, chosen by validation accuracy after ``lr_epochs`` epochs
-  from ``lr_grid`` (units ``lr-<estimator>-<rate>``, run first); SMD's σ sweep (``smd_sweep``) as
-  further units on every seed;
+  training runs until the validation accuracy (probe at C = 1 at the ends of epochs and at the
+  ``early_checks`` fractions of the first) has not improved for ``patience`` epochs (at most
+  ``n_epochs``), the best check's model is kept, and the L2 strength C is chosen on the validation
+  images; the test images are used once;
+* learning rates: each estimator's own, from ``lr_grid`` (units ``lr-<estimator>-<rate>``, run
+  first), each rate trained by that same protocol on seed 0 with a budget of ``lr_epochs`` epochs
+  and scored by its best validation accuracy; a rate whose early stopping is censored (best at the
+  first check, or still improving when the budget or a divergence ended it:
+  :func:`smlib.experiments.stopping.censored`, the claims' own gate) is chosen only if every rate
+  is. SMD's σ sweep (``smd_sweep``) as further units on every seed;
 * ``n_seeds`` paired runs: run r of every estimator starts from the same initialisation and sees
   the same minibatch order, so estimators are compared by paired tests;
 * baselines: the same protocol on the features of the untrained mPoT, and on whitened patch
@@ -38,10 +42,12 @@ import torch
 
 from smlib import data, metrics, models
 from smlib._io import atomic_write
+from smlib.train.checkpoint import load_checkpoint
 from smlib.experiments.configs import Swersky2011FeaturesConfig
 from smlib.experiments import verdicts as V
 from smlib.experiments.records import unit_key
 from smlib.experiments.runner import Experiment, Unit, default_dtype, fit, timing
+from smlib.experiments.stopping import censored, check_epochs, stop_check
 from smlib.experiments.swersky2011 import COLORS, lr_key, lr_selections, objective_for, selected_lr, train_for_selection
 
 __all__ = ["Swersky2011Features", "ESTIMATORS", "PAPER_ACCURACY", "claims", "plot_table1"]
@@ -53,11 +59,16 @@ PAPER_MARGIN_REL = round(1.0 / (100 - sum(v for k, v in PAPER_ACCURACY.items() i
 
 PRESETS = {
     "ci": Swersky2011FeaturesConfig(margin_rel=PAPER_MARGIN_REL, n_seeds=2, n_patches=5000, n_epochs=2, n_cov=16, n_mean=8,
+                                    early_checks=(0.5,),
                                     lr=0.01, n_train_images=500, n_val_images=300, n_test_images=500, patience=1,
                                     lr_grid=(), smd_sweep=()),
     "paper": Swersky2011FeaturesConfig(margin_rel=PAPER_MARGIN_REL, n_seeds=5, n_patches=200_000, n_epochs=30, n_cov=64,
                                        n_mean=32, lr=3e-4, n_train_images=5000, n_val_images=2000, n_test_images=10_000,
-                                       patience=3, smd_sweep=(0.3, 3.0),
+                                       patience=3, smd_sweep=(0.3, 3.0), early_checks=(0.25, 0.5),
+                                       # fd6942e chose rates by the accuracy after 2 epochs, which favours fast ones:
+                                       # CD's best was its first check in 4 of 5 runs; now every rate is trained by
+                                       # the protocol itself (patience, 30-epoch budget), with checks inside epoch 1
+                                       lr_epochs=30,
                                        # {1, 3, 10}·10⁻⁴ put four choices at an edge (b27d837: CD, PCD, SM at 10⁻³,
                                        # SMD at 10⁻⁴), and 10⁻⁵ … 10⁻² three (7393255: CD, PCD, FPCD at 10⁻², still
                                        # rising), so the grid spans 10⁻⁵ … 3·10⁻¹ in half-decades
@@ -164,54 +175,78 @@ class Swersky2011Features(Experiment):
             with timing("eval"):
                 untrained = self.evaluate_final(ctx, cfg, self.new_model(ctx, cfg, 0))
                 return {"untrained mPoT features": untrained, "whitened patch pixels": self.evaluate_final(ctx, cfg, None)}
-        if unit.get("select"):  # one point of the learning-rate selection: lr_epochs epochs, one probe
-            model = self.new_model(ctx, cfg, unit["seed"])
-            objective, options = objective_for(unit["estimator"], cfg)
-            diverged = train_for_selection(unit["lr"], "val_acc", lambda: fit(
-                model, ctx["X"], objective, options=options, n_epochs=cfg["lr_epochs"], batch_size=cfg["batch_size"],
-                optimizer=cfg["optimizer"], lr=unit["lr"], momentum=cfg["momentum"], device=device, seed=unit["seed"],
-                progress=progress, checkpoint=checkpoint, resume=True))
-            if diverged:
+        if unit.get("select"):  # one point of the learning-rate selection: the training's own protocol, seed 0
+            run = []
+            diverged = train_for_selection(unit["lr"], "val_acc", lambda: run.append(self.train_with_patience(
+                ctx, cfg, unit, unit["lr"], cfg["lr_epochs"], checkpoint=checkpoint, device=device, progress=progress)))
+            if diverged:  # before the first check: never chosen
                 return diverged
-            with timing("eval"):
-                return {"lr": unit["lr"], "val_acc": 100 * self.probe(ctx, cfg, model, 1.0)}
-        cfg = dict(cfg, lr=selected_lr(cfg, unit["estimator"], checkpoint.parent, "val_acc", lower_is_better=False))
+            out = run[0][1]
+            return dict(out, censored=censored(out, cfg["patience"], cfg["lr_epochs"]))
+        lr = selected_lr(cfg, unit["estimator"], checkpoint.parent, "val_acc", lower_is_better=False)
+        model, out = self.train_with_patience(ctx, cfg, unit, lr, cfg["n_epochs"], checkpoint=checkpoint, device=device,
+                                              progress=progress)
+        with timing("eval"):
+            out.update(self.evaluate_final(ctx, cfg, model))
+        return out
+
+    def train_with_patience(self, ctx, cfg, unit, lr, budget, *, checkpoint, device, progress):
+        """Train ``unit``'s estimator at rate ``lr`` until the validation accuracy (probe at C = 1, at the
+        times of :func:`~smlib.experiments.stopping.check_epochs`) has not improved for ``patience`` epochs,
+        at most ``budget`` epochs; resumable at every check. Returns the model at its best check and
+        ``{lr, val_acc, check, epoch, epochs_trained, check_epochs, val_curve, diverged, train_wall_time_s}``;
+        a divergence after the first check ends training there (``diverged`` says where), one before it
+        is raised."""
         model = self.new_model(ctx, cfg, unit["seed"])
         best = checkpoint.with_suffix(".best.pt")  # the early-stopping snapshot survives a restart
+        times = check_epochs(cfg["early_checks"], budget)
+        per_epoch = math.ceil(len(ctx["X"]) / cfg["batch_size"])
+        steps = [round(t * per_epoch) for t in times]
+        if len(set(steps)) < len(steps) or steps[0] < 1:
+            raise ValueError(f"early checks {cfg['early_checks']} fall on the same step of a {per_epoch}-step epoch")
 
-        def early_stopping(m, step, epoch, history):  # a probe after every epoch; the best one kept
+        def probe(m, step, epoch, history):  # one probe per check; the best check's model kept
             acc = 100 * self.probe(ctx, cfg, m, 1.0)
             seen = [a for a in history.per_epoch.get("val_acc", []) if math.isfinite(a)]
             if not seen or acc > max(seen):
                 buf = io.BytesIO()
-                torch.save({"epoch": epoch + 1, "model": m.state_dict()}, buf)
+                torch.save({"check": len(history.per_epoch.get("val_acc", [])) + 1, "model": m.state_dict()}, buf)
                 atomic_write(best, buf.getvalue(), what="early-stopping snapshot")
             return {"val_acc": acc}
 
         objective, options = objective_for(unit["estimator"], cfg, unit.get("sigma"))
-        per_epoch = math.ceil(len(ctx["X"]) / cfg["batch_size"])
-        diverged = None
-        for n in range(1, cfg["n_epochs"] + 1):  # one epoch per call, resumed, until patience runs out
-            try:
-                hist = fit(model, ctx["X"], objective, options=options, n_epochs=n, batch_size=cfg["batch_size"],
-                           optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"], device=device,
+        done = load_checkpoint(checkpoint)["step"] if checkpoint.exists() else 0  # a restart skips the checks made
+        if done and done not in steps:
+            raise ValueError(f"{checkpoint} stopped at step {done}, which is not one of this protocol's checks "
+                             f"{steps[:4]}…: its check times changed; start this unit afresh")
+        diverged, hist = None, None
+        for j, n in enumerate(steps, 1):  # one check per call, resumed, until patience runs out
+            if n < done:
+                continue
+            try:  # the callback runs once per call: at its end (an epoch's end or an early check)
+                hist = fit(model, ctx["X"], objective, options=options, n_steps=n, batch_size=cfg["batch_size"],
+                           optimizer=cfg["optimizer"], lr=lr, momentum=cfg["momentum"], device=device,
                            seed=unit["seed"], progress=progress, log_every=per_epoch, checkpoint=checkpoint,
-                           checkpoint_every=per_epoch, resume=True, allow_changes=("n_epochs",), callback=early_stopping)
-            except FloatingPointError as err:  # diverged in epoch n: stop there, like early stopping, and say so
-                if n == 1:  # nothing to keep
+                           resume=True, allow_changes=("n_steps",), callback=probe)
+            except FloatingPointError as err:  # diverged before check j: stop at the checks made, and say so
+                if hist is None and not done:
                     raise
-                diverged = f"epoch {n}: {err}"
+                diverged = f"check {j} (epoch {times[j - 1]:g}): {err}"
+                if hist is None:  # a restart that diverges at once: the history of the checks made
+                    hist = fit(model, ctx["X"], objective, options=options, n_steps=done, batch_size=cfg["batch_size"],
+                               optimizer=cfg["optimizer"], lr=lr, momentum=cfg["momentum"], device=device,
+                               seed=unit["seed"], progress=False, log_every=per_epoch, checkpoint=checkpoint,
+                               resume=True, allow_changes=("n_steps",), callback=probe)
                 break
-            if stop_epoch(hist.per_epoch["val_acc"], cfg["patience"]) is not None:
+            curve = hist.per_epoch["val_acc"]
+            if stop_check(curve, cfg["patience"], times[:len(curve)]) is not None:
                 break
+        curve = [float(a) for a in hist.per_epoch["val_acc"]]
         snap = torch.load(best, map_location=ctx["device"], weights_only=True)
         model.load_state_dict(snap["model"])
-        with timing("eval"):
-            out = self.evaluate_final(ctx, cfg, model)
-        out.update(lr=cfg["lr"], epoch=snap["epoch"], epochs_trained=len(hist.per_epoch["val_acc"]), diverged=diverged,
-                   val_curve=[float(a) for a in hist.per_epoch["val_acc"]],
-                   train_wall_time_s=hist.wall_time)
-        return out
+        return model, {"lr": lr, "val_acc": max(curve), "check": snap["check"], "epoch": times[snap["check"] - 1],
+                       "epochs_trained": times[len(curve) - 1], "check_epochs": times[:len(curve)], "val_curve": curve,
+                       "diverged": diverged, "train_wall_time_s": hist.wall_time}
 
     def summarise(self, ctx, cfg, results):
         acc = {e: [results[unit_key(e, seed=r)]["test_acc"] for r in range(cfg["n_seeds"])] for e in ESTIMATORS}
@@ -233,18 +268,6 @@ class Swersky2011Features(Experiment):
         return {"table1": fig}
 
 
-def stop_epoch(val_acc, patience: int) -> int | None:
-    """The epoch (1-based) after which training stops: the first one at which validation accuracy has not
-    improved on its best for ``patience`` epochs; None while it has."""
-    best, best_at = -math.inf, 0
-    for i, a in enumerate(val_acc, 1):
-        if a > best:
-            best, best_at = a, i
-        elif i - best_at >= patience:
-            return i
-    return None
-
-
 def claims(record) -> list[dict]:
     """Table 1's two claims on the substitute, by the rules of the module docstring of verdicts.py.
 
@@ -261,26 +284,26 @@ def claims(record) -> list[dict]:
     cfg, S = record["config"], record["summary"]
     acc, alpha = S["accuracy"], cfg["alpha"]
 
-    def stop_gate(estimators):  # the early-stopping epoch is a selection: at the budget's first or last check it is censored
-        if "patience" in cfg:  # patience rule: censored when the best epoch is the first, or training hit the budget
-            units = record.get("units") or {}
-            keys = [unit_key(e, seed=r) for e in estimators for r in range(cfg["n_seeds"])]
-            if any(k not in units or "epochs_trained" not in units[k] for k in keys):
-                return V.missing("grid edge", "the epochs trained")
-            cut = sorted({k.split("-")[0] for k in keys if units[k]["epoch"] == 1
-                          or ((units[k]["epochs_trained"] >= cfg["n_epochs"] or units[k].get("diverged"))
-                              and stop_epoch(units[k]["val_curve"], cfg["patience"]) is None)})
-            return V.Gate("grid edge", not cut, f"best at epoch 1, or still improving when the {cfg['n_epochs']}-epoch "
-                          f"budget or a divergence stopped it: {', '.join(cut)}" if cut
-                          else "every run stopped by its patience, after epoch 1")
+    def stop_gate(estimators):  # the early-stopping point is a selection: censored at its first check or while still improving
         units = record.get("units") or {}
-        epochs = [units[unit_key(e, seed=r)].get("epoch") for e in estimators for r in range(cfg["n_seeds"]) if unit_key(e, seed=r) in units]
-        if len(epochs) < len(estimators) * cfg["n_seeds"] or None in epochs:
-            return V.missing("grid edge", "the selected early-stopping epochs")
-        g = V.grid_edge(epochs, cfg["stop_epochs"], "early-stopping epoch")
-        at = sorted({e for e in estimators for r in range(cfg["n_seeds"])
-                     if units[unit_key(e, seed=r)]["epoch"] in (min(cfg["stop_epochs"]), max(cfg["stop_epochs"]))})
-        return V.Gate(g.name, g.ok, g.reason + (f" ({', '.join(at)})" if at else ""))
+        keys = [unit_key(e, seed=r) for e in estimators for r in range(cfg["n_seeds"])]
+        if "patience" not in cfg:  # first protocol: a fixed grid of stopping epochs
+            epochs = [units[k].get("epoch") for k in keys if k in units]
+            if len(epochs) < len(keys) or None in epochs:
+                return V.missing("grid edge", "the selected early-stopping epochs")
+            g = V.grid_edge(epochs, cfg["stop_epochs"], "early-stopping epoch")
+            at = sorted({k.split("-")[0] for k in keys if units[k]["epoch"] in (min(cfg["stop_epochs"]), max(cfg["stop_epochs"]))})
+            return V.Gate(g.name, g.ok, g.reason + (f" ({', '.join(at)})" if at else ""))
+        if any(k not in units or "epochs_trained" not in units[k] for k in keys):
+            return V.missing("grid edge", "the epochs trained")
+        why = {k: censored(units[k], cfg["patience"], cfg["n_epochs"]) for k in keys}
+        cut = {}
+        for k, w in why.items():
+            if w:
+                cut.setdefault(w, []).append(k.split("-s")[0])
+        return V.Gate("grid edge", not cut, "early stopping censored: " + "; ".join(
+            f"{w} ({', '.join(f'{e} ×{n}' if n > 1 else e for e, n in _counts(v))})" for w, v in cut.items())
+            if cut else "every run stopped by its patience, after its first check")
 
     def lr_gate(estimators):  # a learning rate chosen at its grid's edge may be better outside it
         grid = cfg.get("lr_grid") or []
@@ -328,6 +351,10 @@ def claims(record) -> list[dict]:
                         f"p = {worst[1]['p']:.3f}", note],
                        V.verdict(list(eq.values()), testable=testable), gates=[stop_gate(others), lr_gate(others), margin_gate]))
     return out
+
+
+def _counts(names):
+    return [(n, names.count(n)) for n in dict.fromkeys(names)]
 
 
 def plot_table1(record, ax):
