@@ -359,3 +359,16 @@ def test_fit_by_epoch_without_a_checkpoint_raises_the_divergence(monkeypatch):
     with pytest.raises(FloatingPointError, match="planted"):  # nothing to fall back to: the error, not a TypeError
         runner.fit_by_epoch(None, [0.0] * 4, None, None, cfg, seed=0, device="cpu", progress=False, checkpoint=None,
                             callback=None, stop_on_divergence=True)
+
+
+def test_features_replicates_draw_their_own_data():
+    import torch
+    from smlib.experiments import runner
+
+    exp = swersky2011_features.Swersky2011Features()
+    cfg = runner.resolve(exp, "ci", TINY["swersky2011_features"])
+    ctx = exp.setup(cfg, "cpu")
+    a, b = exp.replicate(ctx, cfg, 0), exp.replicate(ctx, cfg, 1)
+    assert not torch.equal(a["images"]["train"], b["images"]["train"]) and not torch.equal(a["X"], b["X"])
+    assert torch.equal(a["images"]["test"], b["images"]["test"])  # one test set for every replicate
+    assert exp.replicate(ctx, cfg, 0) is a  # made once per worker

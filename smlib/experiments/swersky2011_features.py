@@ -24,8 +24,10 @@ features can matter: MNIST with the same convolutional protocol.
   first check, or still improving when the budget or a divergence ended it:
   :func:`smlib.experiments.stopping.censored`, the claims' own gate) is chosen only if every rate
   is. SMD's σ sweep (``smd_sweep``) as further units on every seed;
-* ``n_seeds`` paired runs: run r of every estimator starts from the same initialisation and sees
-  the same minibatch order, so estimators are compared by paired tests;
+* ``n_seeds`` paired runs, replicates of the data too: run r draws its own training and validation
+  images and its own patches (:meth:`Swersky2011Features.replicate`), and run r of every estimator
+  starts from the same initialisation and sees the same minibatch order, so estimators are compared
+  by paired tests;
 * baselines: the same protocol on the features of the untrained mPoT, and on whitened patch
   pixels.
 
@@ -122,20 +124,31 @@ class Swersky2011Features(Experiment):
         return out + [Unit(unit_key("baselines"))]
 
     def setup(self, cfg, device):
-        (xtr, ytr), (xte, yte) = data.load_mnist("train"), data.load_mnist("test")
-        rng = np.random.default_rng(cfg["split_seed"])
-        perm = torch.from_numpy(rng.permutation(len(xtr)))
-        xtr, ytr = xtr.double()[perm], ytr[perm]
-        n_tr, n_val = cfg["n_train_images"], cfg["n_val_images"]
-        images = {"train": xtr[:n_tr], "val": xtr[len(xtr) - n_val:], "test": xte.double()[: cfg["n_test_images"]]}
-        labels = {"train": ytr[:n_tr].numpy(), "val": ytr[len(xtr) - n_val:].numpy(),
-                  "test": yte[: cfg["n_test_images"]].numpy()}
-        side = 28
-        patches = _center(_random_patches(xtr[: len(xtr) - n_val], side, cfg["n_patches"], cfg["patch"], rng))
-        whitener = data.PatchWhitener(keep=cfg["keep"]).fit(patches)
+        """MNIST loaded once; each replicate's split is made on first use (:meth:`replicate`)."""
         dtype = torch.float32 if cfg["dtype"] == "float32" else torch.float64
-        return {"images": images, "labels": labels, "side": side, "whitener": whitener, "d": whitener.n_components_,
-                "X": whitener.transform(patches).to(dtype), "dtype": dtype, "device": torch.device(device)}
+        return {"mnist": (data.load_mnist("train"), data.load_mnist("test")), "splits": {}, "dtype": dtype,
+                "device": torch.device(device)}
+
+    def replicate(self, ctx, cfg, seed):
+        """The data of replicate ``seed``, drawn with split seed ``split_seed + seed``: its own training and
+        validation images, its own unsupervised patches (from its non-validation images) and their whitening;
+        the test images are MNIST's first ``n_test_images`` test images in every replicate. Replicate r of
+        every estimator shares it (paired runs)."""
+        if seed not in ctx["splits"]:
+            (xtr, ytr), (xte, yte) = ctx["mnist"]
+            rng = np.random.default_rng(cfg["split_seed"] + seed)
+            perm = torch.from_numpy(rng.permutation(len(xtr)))
+            xtr, ytr = xtr.double()[perm], ytr[perm]
+            n_tr, n_val = cfg["n_train_images"], cfg["n_val_images"]
+            images = {"train": xtr[:n_tr], "val": xtr[len(xtr) - n_val:], "test": xte.double()[: cfg["n_test_images"]]}
+            labels = {"train": ytr[:n_tr].numpy(), "val": ytr[len(xtr) - n_val:].numpy(),
+                      "test": yte[: cfg["n_test_images"]].numpy()}
+            side = 28
+            patches = _center(_random_patches(xtr[: len(xtr) - n_val], side, cfg["n_patches"], cfg["patch"], rng))
+            whitener = data.PatchWhitener(keep=cfg["keep"]).fit(patches)
+            ctx["splits"][seed] = dict(ctx, images=images, labels=labels, side=side, whitener=whitener,
+                                       d=whitener.n_components_, X=whitener.transform(patches).to(ctx["dtype"]))
+        return ctx["splits"][seed]
 
     def features(self, ctx, cfg, model, split):
         """[ĥᶜ, ĥᵐ] of every stride-grid patch of the images of ``split``, concatenated per image."""
@@ -171,10 +184,15 @@ class Swersky2011Features(Experiment):
             return models.MPoT(ctx["d"], n_cov=cfg["n_cov"], n_mean=cfg["n_mean"], gamma=cfg["gamma"]).to(ctx["device"])
 
     def run_unit(self, ctx, unit, cfg, *, checkpoint, device, progress):
-        if unit.key == "baselines":
+        if unit.key == "baselines":  # on every replicate's split; the claims read the mean
+            out = {"untrained mPoT features": [], "whitened patch pixels": []}
             with timing("eval"):
-                untrained = self.evaluate_final(ctx, cfg, self.new_model(ctx, cfg, 0))
-                return {"untrained mPoT features": untrained, "whitened patch pixels": self.evaluate_final(ctx, cfg, None)}
+                for r in range(cfg["n_seeds"]):
+                    rep_ = self.replicate(ctx, cfg, r)
+                    out["untrained mPoT features"].append(self.evaluate_final(rep_, cfg, self.new_model(rep_, cfg, r)))
+                    out["whitened patch pixels"].append(self.evaluate_final(rep_, cfg, None))
+            return {k: {"test_acc": float(np.mean([v["test_acc"] for v in runs])), "per_seed": runs} for k, runs in out.items()}
+        ctx = self.replicate(ctx, cfg, unit["seed"])
         if unit.get("select"):  # one point of the learning-rate selection: the training's own protocol, seed 0
             run = []
             diverged = train_for_selection(unit["lr"], "val_acc", lambda: run.append(self.train_with_patience(
@@ -244,7 +262,8 @@ class Swersky2011Features(Experiment):
         curve = [float(a) for a in hist.per_epoch["val_acc"]]
         snap = torch.load(best, map_location=ctx["device"], weights_only=True)
         model.load_state_dict(snap["model"])
-        return model, {"lr": lr, "val_acc": max(curve), "check": snap["check"], "epoch": times[snap["check"] - 1],
+        return model, {"lr": lr, "d": ctx["d"], "val_acc": max(curve), "check": snap["check"],
+                       "epoch": times[snap["check"] - 1],
                        "epochs_trained": times[len(curve) - 1], "check_epochs": times[:len(curve)], "val_curve": curve,
                        "diverged": diverged, "train_wall_time_s": hist.wall_time}
 
@@ -252,7 +271,8 @@ class Swersky2011Features(Experiment):
         acc = {e: [results[unit_key(e, seed=r)]["test_acc"] for r in range(cfg["n_seeds"])] for e in ESTIMATORS}
         sweep = {f"{sig:g}": [results[unit_key(f"SMD{sig:g}", seed=r)]["test_acc"] for r in range(cfg["n_seeds"])]
                  for sig in cfg.get("smd_sweep", [])}
-        summary = {"d": ctx["d"], "accuracy": acc, "smd_sweep": sweep, "lr": {e: results[unit_key(e, seed=0)].get("lr") for e in ESTIMATORS},
+        summary = {"d": [results[unit_key("SM", seed=r)]["d"] for r in range(cfg["n_seeds"])],  # per replicate
+                   "accuracy": acc, "smd_sweep": sweep, "lr": {e: results[unit_key(e, seed=0)].get("lr") for e in ESTIMATORS},
                    "mean": {e: float(np.mean(v)) for e, v in acc.items()},
                    "std": {e: float(np.std(v, ddof=1)) for e, v in acc.items()},
                    "baselines": {k: v["test_acc"] for k, v in results["baselines"].items()}}
