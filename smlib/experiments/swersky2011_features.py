@@ -73,8 +73,10 @@ PRESETS = {
                                        lr_epochs=30,
                                        # {1, 3, 10}·10⁻⁴ put four choices at an edge (b27d837: CD, PCD, SM at 10⁻³,
                                        # SMD at 10⁻⁴), and 10⁻⁵ … 10⁻² three (7393255: CD, PCD, FPCD at 10⁻², still
-                                       # rising), so the grid spans 10⁻⁵ … 3·10⁻¹ in half-decades
-                                       lr_grid=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)),
+                                       # rising), so the grid spanned 10⁻⁵ … 3·10⁻¹ in half-decades; with the protocol's
+                                       # own stopping (48d0699) SMD chose 10⁻⁵, the bottom (90.2 %, its rates 10⁻⁵ …
+                                       # 3·10⁻⁴ all within 90.05–90.2 %), so it starts at 10⁻⁶
+                                       lr_grid=(1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)),
 }
 
 
