@@ -346,6 +346,10 @@ def test_selection_table_marks_the_choice_the_edge_and_a_divergence():
     assert sm == "| SM | 90.00 | **92.50** | diverged | 0.001 |"
     assert cd == "| CD | 89.00 | 89.50 | **90.00** | 0.01 (grid edge) |"
     assert swersky2011.selection_table(dict(rec, config={"lr_grid": []}), "val_acc", False, "accuracy (%)") == ""
+    assert "†" not in "\n".join(rows)
+    units[swersky2011.lr_key("CD", 1e-3)]["censored"] = "best at the first check"
+    table = swersky2011.selection_table(rec, "val_acc", False, "accuracy (%)", "{:.2f}")
+    assert "| CD | 89.00 | 89.50† | **90.00** |" in table and "† early stopping censored" in table
 
 
 def test_fit_by_epoch_without_a_checkpoint_raises_the_divergence(monkeypatch):

@@ -151,23 +151,29 @@ def denoising_table(record) -> str:
 def selection_table(record, score: str, lower_is_better: bool, what: str, fmt: str = "{:.3f}") -> str:
     """Markdown: the learning-rate selection of a record (units ``lr-<estimator>-<rate>``) — each estimator's
     validation ``score`` at every rate of ``lr_grid``, the chosen one in bold (the rate its training units
-    used), "diverged" where the selection's training diverged; "" when the record has no selection."""
+    used), "diverged" where the selection's training diverged, † where its early stopping was censored
+    (such a rate is chosen only if every rate is); "" when the record has no selection."""
     grid, units = record["config"].get("lr_grid") or [], record["units"]
     if not grid:
         return ""
     ests = [e for e in record["summary"]["lr"] if lr_key(e, grid[0]) in units]
     rows = ["| estimator | " + " | ".join(f"{lr:.3g}" for lr in grid) + " | chosen |", "|---" * (len(grid) + 2) + "|"]
+    dagger = False
     for e in ests:
         chosen = record["summary"]["lr"][e]
         cells = []
         for lr in grid:
-            v = units[lr_key(e, lr)].get(score)
-            cell = "diverged" if v is None else fmt.format(v)
+            u = units[lr_key(e, lr)]
+            v = u.get(score)
+            cell = "diverged" if v is None else fmt.format(v) + ("†" if u.get("censored") else "")
+            dagger |= bool(v is not None and u.get("censored"))
             cells.append(f"**{cell}**" if np.isclose(lr, chosen) else cell)
         edge = "" if V.grid_edge([chosen], grid, "learning rate").ok else " (grid edge)"
         rows.append(f"| {e} | " + " | ".join(cells) + f" | {chosen:.3g}{edge} |")
     best = "lowest" if lower_is_better else "highest"
-    return "\n".join(rows) + f"\n\nCells: {what} on validation data after the selection's epochs; the {best} is chosen."
+    note = (" † early stopping censored (best at the first check, or still improving when the budget or a "
+            "divergence ended it): chosen only if every rate is." if dagger else "")
+    return "\n".join(rows) + f"\n\nCells: {what}; the {best} is chosen.{note}"
 
 
 def timing_note(record) -> str:
