@@ -50,11 +50,11 @@ from smlib.experiments import verdicts as V
 from smlib.experiments.records import unit_key
 from smlib.experiments.runner import Experiment, Unit, default_dtype, fit, timing
 from smlib.experiments.stopping import censored, check_epochs, stop_check
-from smlib.experiments.swersky2011 import COLORS, lr_key, lr_selections, objective_for, selected_lr, train_for_selection
+from smlib.experiments.swersky2011 import lr_key, lr_selections, objective_for, selected_lr, train_for_selection
+from smlib.experiments.swersky2011_features_plots import ESTIMATORS, plot_stopping, plot_table1  # Table 1's order
 
-__all__ = ["Swersky2011Features", "ESTIMATORS", "PAPER_ACCURACY", "claims", "plot_table1"]
+__all__ = ["Swersky2011Features", "ESTIMATORS", "PAPER_ACCURACY", "claims", "plot_table1", "plot_stopping"]
 
-ESTIMATORS = ("CD", "PCD", "FPCD", "SM", "SMD", "AE")  # the paper's column order
 PAPER_ACCURACY = dict(CD=64.6, PCD=64.7, FPCD=65.5, SM=65.0, SMD=64.7, AE=57.6)  # Table 1, CIFAR-10, %
 # the equivalence margin relative to the error rate: the paper's ±1 point at its five's mean error of 35.1 %
 PAPER_MARGIN_REL = round(1.0 / (100 - sum(v for k, v in PAPER_ACCURACY.items() if k != "AE") / 5), 4)
@@ -377,21 +377,3 @@ def claims(record) -> list[dict]:
 
 def _counts(names):
     return [(n, names.count(n)) for n in dict.fromkeys(names)]
-
-
-def plot_table1(record, ax):
-    """Test accuracy per estimator (dots: seeds; bar: mean) with the two baselines as lines."""
-    S = record["summary"]
-    for i, e in enumerate(ESTIMATORS):
-        v = S["accuracy"][e]
-        ax.bar(i, np.mean(v), color=COLORS[e], alpha=0.35, width=0.6)
-        ax.scatter(np.full(len(v), i) + np.linspace(-0.12, 0.12, len(v)), v, color=COLORS[e], s=14, zorder=3)
-    for (name, value), ls in zip(S["baselines"].items(), ("--", ":")):
-        ax.axhline(value, color="grey", ls=ls, lw=1, label=name)
-    lo = min(min(min(v) for v in S["accuracy"].values()), *S["baselines"].values())
-    ax.set_ylim(lo - 1, max(max(v) for v in S["accuracy"].values()) + 1)
-    ax.set_xticks(range(len(ESTIMATORS)), ESTIMATORS)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"MNIST patch features, {record['record_name']}, {record['config']['n_seeds']} seeds", fontsize=9)
-    ax.legend(fontsize=7)
-    return ax
