@@ -240,23 +240,24 @@ class Swersky2011Features(Experiment):
             raise ValueError(f"{checkpoint} stopped at step {done}, which is not one of this protocol's checks "
                              f"{steps[:4]}…: its check times changed; start this unit afresh")
         diverged, hist = None, None
+
+        def run(n_steps, show):  # train (resumed) to n_steps; the callback runs once, at the end
+            return fit(model, ctx["X"], objective, options=options, n_steps=n_steps, batch_size=cfg["batch_size"],
+                       optimizer=cfg["optimizer"], lr=lr, momentum=cfg["momentum"], device=device, seed=unit["seed"],
+                       progress=show, log_every=per_epoch, checkpoint=checkpoint, resume=True,
+                       allow_changes=("n_steps",), callback=probe)
+
         for j, n in enumerate(steps, 1):  # one check per call, resumed, until patience runs out
             if n < done:
                 continue
-            try:  # the callback runs once per call: at its end (an epoch's end or an early check)
-                hist = fit(model, ctx["X"], objective, options=options, n_steps=n, batch_size=cfg["batch_size"],
-                           optimizer=cfg["optimizer"], lr=lr, momentum=cfg["momentum"], device=device,
-                           seed=unit["seed"], progress=progress, log_every=per_epoch, checkpoint=checkpoint,
-                           resume=True, allow_changes=("n_steps",), callback=probe)
+            try:
+                hist = run(n, progress)
             except FloatingPointError as err:  # diverged before check j: stop at the checks made, and say so
                 if hist is None and not done:
                     raise
                 diverged = f"check {j} (epoch {times[j - 1]:g}): {err}"
-                if hist is None:  # a restart that diverges at once: the history of the checks made
-                    hist = fit(model, ctx["X"], objective, options=options, n_steps=done, batch_size=cfg["batch_size"],
-                               optimizer=cfg["optimizer"], lr=lr, momentum=cfg["momentum"], device=device,
-                               seed=unit["seed"], progress=False, log_every=per_epoch, checkpoint=checkpoint,
-                               resume=True, allow_changes=("n_steps",), callback=probe)
+                if hist is None:  # a restart that diverges at once: reload the checks made
+                    hist = run(done, False)
                 break
             curve = hist.per_epoch["val_acc"]
             if stop_check(curve, cfg["patience"], times[:len(curve)]) is not None:
