@@ -46,10 +46,12 @@ from smlib.experiments.runner import Experiment, Unit, default_dtype, fit_by_epo
 from smlib.experiments.swersky2011_claims import (claims, rule_curvature, rule_gabor, rule_mean_structure,  # noqa: F401
                                                   rule_overfits, rules_table_rows)
 from smlib.experiments.swersky2011_plots import (COLORS, ESTIMATORS, curves_of, denoising_table, gabor_table, lr_key,
-                                                 plot_filters, plot_fig1, plot_smd_sigma, selection_table, timing_note)
+                                                 plot_filters, plot_fig1, plot_smd_sigma, selection_table, timing_note,
+                                                 variants_table)
 
 __all__ = ["Swersky2011", "ESTIMATORS", "COLORS", "claims", "objective_for", "curves_of", "plot_fig1", "plot_filters",
-           "plot_smd_sigma", "gabor_table", "denoising_table", "selection_table", "timing_note", "rules_table_rows"]
+           "plot_smd_sigma", "gabor_table", "denoising_table", "variants_table", "selection_table", "timing_note",
+           "rules_table_rows"]
 
 
 PRESETS = {

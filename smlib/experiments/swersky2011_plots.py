@@ -11,7 +11,7 @@ from smlib.experiments.records import unit_key
 from smlib.experiments.runner import unit_times
 
 __all__ = ["ESTIMATORS", "COLORS", "lr_key", "curves_of", "plot_fig1", "plot_filters", "plot_smd_sigma", "gabor_table",
-           "denoising_table", "selection_table", "timing_note"]
+           "denoising_table", "variants_table", "selection_table", "timing_note"]
 
 ESTIMATORS = ("SM", "SMD", "CD", "PCD", "FPCD", "AE")
 COLORS = dict(SM="C0", SMD="C1", CD="C2", PCD="C3", FPCD="C4", AE="C5")
@@ -145,6 +145,40 @@ def denoising_table(record) -> str:
     for b in ("zero", "noisy", "shrink", "wiener"):
         if "baselines" in ref:
             rows.append(f"| baseline: {b} | " + " | ".join(f"{np.mean(ref[c + 'baselines'][b]):.3f}" for c, _ in cols) + " |")
+    return "\n".join(rows)
+
+
+def variants_table(record) -> str:
+    """Markdown: the variants of the first replicate beside its main runs — the ablations (SM and SMD with C
+    unconstrained, and with fewer whitened dimensions) and SMD's noise sweep; "" when the record has none.
+
+    Per run: the whitened dimension, the change of the curvature term, the median growth of C's column
+    norms, the Gabor-like fraction of C, each denoiser's minimum over epochs ≥ 1 (region test set, mean of
+    the noise draws) and how far the last MAP error lies above that minimum (overfitting from the best epoch)."""
+    cfg, units = record["config"], record["units"]
+    s0 = cfg["seeds"][0]
+    label = {"free": "C unconstrained", "keep": f"keeps {100 * cfg.get('ablation_keep', 0):.1f} % of the variance"}
+    variants = [(f"{e}, {label[a]}" if a else f"{e} (main run)", unit_key(e, *[a] * bool(a), seed=s0))
+                for e in ("SM", "SMD") for a in ("", *cfg.get("ablations", ()))]
+    variants += [(f"SMD σ={sig:g}", unit_key(f"SMD{sig:g}", seed=s0)) for sig in cfg.get("smd_sweep", ())]
+    if len(variants) == 2 or not all(k in units for _, k in variants):
+        return ""
+
+    def low(c, key):
+        reps = [np.asarray(c[k], float) for k in sorted(c) if k.startswith(key + "_")]
+        mean = np.mean(reps, 0) if reps else None
+        return (np.nanmin(mean[1:]), mean[np.isfinite(mean)][-1]) if mean is not None else (np.nan, np.nan)
+
+    rows = ["| run (seed " + str(s0) + ") | d | Δ curvature | C norms, end/start | C Gabor-like | MF min | MAP min "
+            "| MAP last/min − 1 |", "|---|---|---|---|---|---|---|---|"]
+    for name, key in variants:
+        u = units[key]
+        c, f = u["curves"], u.get("filters") or {}
+        growth = np.median(np.divide(f["C_norms"], f["C_norms0"])) if "C_norms0" in f else np.nan
+        (mf, _), (mp, last) = low(c, "mf_mse"), low(c, "map_mse")
+        rows.append(f"| {name} | {u['reference']['d']} | {c['curvature'][-1] - c['curvature'][0]:+.0f} | {growth:.2f} | "
+                    f"{f.get('C_gabor', {}).get('frac_gabor', np.nan):.2f} | {mf:.3f} | {mp:.3f} | "
+                    f"{100 * (last / mp - 1):+.1f} % |")
     return "\n".join(rows)
 
 
