@@ -256,7 +256,7 @@ def test_features_learning_rate_selection_by_validation_accuracy(tmp_path):
 
 
 def test_ablation_units_run_unconstrained_and_with_fewer_dimensions(tmp_path):
-    ov = dict(TINY["swersky2011"], n_epochs=1, ablations=["free", "keep"], ablation_keep=0.9)
+    ov = dict(TINY["swersky2011"], ablations=["free", "keep"], ablation_keep=0.9)  # 2 epochs: a minimum over epochs >= 1
     keys = [f"{e}{a}-s0" for e in ("SM", "SMD") for a in ("", "-free", "-keep")]
     experiments.run("swersky2011", "ci", overrides=ov, workdir=tmp_path, progress=False, quiet=True, only=keys)
     folder = next(tmp_path.rglob("config.json")).parent
@@ -265,6 +265,12 @@ def test_ablation_units_run_unconstrained_and_with_fewer_dimensions(tmp_path):
     table = swersky2011.variants_table({"config": cfg, "units": res})  # the chapter's table of the ablations
     assert table.count("\n") == 2 + 5 and "C unconstrained" in table and "keeps 90.0 %" in table
     assert swersky2011.variants_table({"config": cfg, "units": {k: res[k] for k in keys[:4]}}) == ""  # one missing: no table
+    rows_for_all = {f"{e}-s0": res["SM-s0"] for e in swersky2011.ESTIMATORS} | res  # only SM's row is read below
+    den = swersky2011.denoising_table({"config": cfg, "units": rows_for_all, "summary": {"reference": {}}})  # one seed
+    cells = lambda text, row: dict(zip(*([x.strip() for x in r.split("|")[1:-1]] for r in (text.splitlines()[0], row))))  # noqa: E731
+    den_sm = cells(den, next(r for r in den.splitlines() if r.startswith("| SM |")))
+    var_sm = cells(table, next(r for r in table.splitlines() if r.startswith("| SM (main run)")))
+    assert var_sm["MF min"] == den_sm["MF (region)"].split()[0] and var_sm["MAP min"] == den_sm["MAP (region)"].split()[0]
     assert res["SM-keep-s0"]["reference"]["d"] < res["SM-s0"]["reference"]["d"]  # 90 % of the variance: fewer dims
     norms = {k: r["filters"]["C_norms"] for k, r in res.items() if k in ("SM-s0", "SM-free-s0")}
     spread = {k: max(v) / min(v) for k, v in norms.items()}
